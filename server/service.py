@@ -1,0 +1,123 @@
+"""The analysis pipeline of one request: image checks → stored result → decode → preprocess →
+batched predict → postprocess → store. Decoding and model work never run on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from server.checks import CACHE_DEFAULT_LIMIT, CheckedRequest
+from server.errors import ApiError, ErrorKind, ModelUnavailableError
+from server.images import decode_image, inspect_image
+from server.keys import KeyRecord, KeyStore
+from server.model_manager import ModelManager
+from server.results import ModelId, ResultStore, lookup_hash
+from server.settings import Settings
+
+
+class AnalysisService:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyStore,
+        results: ResultStore,
+        models: ModelManager,
+    ):
+        self.settings = settings
+        self.keys = keys
+        self.results = results
+        self.models = models
+        self.decode_pool = ThreadPoolExecutor(
+            max_workers=max(1, settings.decode_threads), thread_name_prefix="decode"
+        )
+
+    async def _in_pool(self, func: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, func, *args)
+
+    async def analyze(self, key: KeyRecord, request: CheckedRequest) -> dict[str, Any]:
+        """Runs one analysis, charging one unit of quota only if it succeeds."""
+        started = time.perf_counter()
+        remaining = await run_in_threadpool(self.keys.reserve, key)  # 402 before any model
+        try:
+            data = await self._analyze(key, request)
+        except BaseException:
+            await asyncio.shield(run_in_threadpool(self.keys.refund, key))
+            raise
+        data["quota"] = remaining
+        data["elapsed_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
+        return data
+
+    async def _analyze(self, key: KeyRecord, request: CheckedRequest) -> dict[str, Any]:
+        type_, params = request.type, request.params
+        assert request.file is not None
+        data_bytes = request.file
+        if len(data_bytes) > self.settings.max_upload_bytes:
+            raise ApiError(ErrorKind.IMAGE_TOO_LARGE)
+        info = await self._in_pool(inspect_image, data_bytes, self.settings.max_image_pixels)
+
+        # 503 (no model, or it cannot load) is answered only after the image checks (412).
+        unavailable: ModelUnavailableError | None = None
+        batcher = None
+        try:
+            batcher = await self.models.batcher(type_)
+        except ModelUnavailableError as exc:
+            unavailable = exc
+        if batcher is not None:
+            model_id = ModelId(batcher.model.name, batcher.model.version)
+            lookup = lookup_hash(key.id, info.sha256, type_, params, model_id)
+            stored = await run_in_threadpool(self.results.find_identical, key.id, lookup)
+            if stored is not None:
+                return self._envelope(type_, stored.objects, stored.id, info, model_id, True)
+        max_side = batcher.model.input_max_side if batcher is not None else None
+        image = await self._in_pool(decode_image, data_bytes, info, max_side)
+        if unavailable is not None or batcher is None:
+            raise unavailable or ModelUnavailableError(f"type {type_} is not available")
+        model = batcher.model
+        item = await self._in_pool(model.preprocess, image)
+        output = await batcher.submit(item)
+        objects = await self._in_pool(model.postprocess, output, item, image, params)
+        result_id = await run_in_threadpool(
+            self.results.save, key.id, type_, info, params, model_id, objects, lookup
+        )
+        return self._envelope(type_, objects, result_id, info, model_id, False)
+
+    @staticmethod
+    def _envelope(
+        type_: str,
+        objects: list[Any],
+        result_id: str,
+        info: Any,
+        model: ModelId,
+        cached: bool,
+    ) -> dict[str, Any]:
+        return {
+            "error": 0,
+            "type": type_,
+            "objects": objects,
+            "quota": None,
+            "id": result_id,
+            "image": info.as_dict(),
+            "model": {"name": model.name, "version": model.version},
+            "cached": cached,
+        }
+
+    async def cache(self, key: KeyRecord, request: CheckedRequest) -> dict[str, Any]:
+        """This key's stored results, newest first; free of charge."""
+        params = request.params
+        if "id" in params:
+            entry = await run_in_threadpool(self.results.one, key.id, params["id"])
+            if entry is None:
+                raise ApiError(ErrorKind.INVALID_PARAMETER, "id (no such result for this key)")
+            entries = [entry]
+        else:
+            limit = params.get("limit", CACHE_DEFAULT_LIMIT)
+            entries = await run_in_threadpool(self.results.recent, key.id, limit)
+        remaining = await run_in_threadpool(self.keys.remaining, key)
+        return {"error": 0, "type": "cache", "objects": entries, "quota": remaining}
+
+    def close(self) -> None:
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)

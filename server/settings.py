@@ -1,0 +1,118 @@
+"""All configuration, read once from environment variables prefixed ``IMAGERECOGNIZE_``."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field can be set as ``IMAGERECOGNIZE_<FIELD NAME IN CAPITALS>``."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGERECOGNIZE_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("./data"),
+        description="Folder for the SQLite database and other server state.",
+    )
+    database_url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL of the database holding keys, quota and stored results, e.g. "
+            "postgresql+psycopg://user:pass@host/db. Default: SQLite file in data_dir."
+        ),
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="Folder of fetched and converted model weights. Default: data_dir/models.",
+    )
+    device: str | None = Field(
+        None,
+        description="Torch device for inference ('cpu', 'cuda', 'cuda:1'). Default: CUDA if "
+        "present, else CPU.",
+    )
+    max_upload_bytes: int = Field(
+        50 * 1024 * 1024,
+        description="Largest accepted image file in bytes; larger uploads get 413 while "
+        "streaming, before the rest of the body is read.",
+    )
+    max_image_pixels: int = Field(
+        100_000_000,
+        description="Largest accepted image in pixels (width x height), checked from the "
+        "header before decoding, against decompression bombs (413).",
+    )
+    result_retention_days: float = Field(
+        30.0,
+        description="How long analysis results are kept for type=cache and for answering "
+        "identical requests from the store.",
+    )
+    preload: bool = Field(
+        False,
+        description="Load every available model at start instead of on first use.",
+    )
+    max_batch_size: int = Field(
+        8,
+        description="Largest number of images one model call takes (dynamic batching).",
+    )
+    max_wait_ms: float = Field(
+        5.0,
+        description="How long a model's batcher waits after the first queued image for more "
+        "to join its batch.",
+    )
+    queue_size: int = Field(
+        64,
+        description="Bound of each model's queue; when full, requests get 503 with Retry-After.",
+    )
+    request_timeout_s: float = Field(
+        60.0,
+        description="Longest a request waits for its model result before answering 503.",
+    )
+    torch_threads: int = Field(
+        default_factory=_default_threads,
+        description="Intra-op threads for torch on CPU. Default: the cores this process may use.",
+    )
+    decode_threads: int = Field(
+        default_factory=_default_threads,
+        description="Threads that decode and preprocess uploaded images.",
+    )
+    faces_max_side: int = Field(
+        1280,
+        description="Images are scaled down to this longest side for face detection; boxes "
+        "are mapped back to the full-size image.",
+    )
+    faces_min_size: int = Field(
+        20,
+        description="Smallest face MTCNN looks for, in pixels of the detection image.",
+    )
+
+    detect_faces_model: str | None = Field(
+        None, description="Model answering detect_faces (see `imagerecognize models list`)."
+    )
+    objects_model: str | None = Field(None, description="Model answering objects.")
+    detect_text_model: str | None = Field(None, description="Model answering detect_text.")
+    nsfw_model: str | None = Field(None, description="Model answering nsfw.")
+    celebrities_model: str | None = Field(None, description="Model answering celebrities.")
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir if self.model_dir is not None else self.data_dir / "models"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'imagerecognize.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
