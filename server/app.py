@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -24,6 +25,19 @@ from server.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_S = 3600.0
+_APIKEY_IN_QUERY = re.compile(r"(apikey=)[^&\s\"]+")
+
+
+class RedactApiKeys(logging.Filter):
+    """Keeps API keys sent in query strings (GET type=cache) out of the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _APIKEY_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
 
 
 async def _purge_periodically(results: ResultStore) -> None:
@@ -65,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service.close()
             engine.dispose()
 
+    logging.getLogger("uvicorn.access").addFilter(RedactApiKeys())
     app = FastAPI(
         title="imagerecognize",
         version=__version__,

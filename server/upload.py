@@ -19,7 +19,7 @@ from server.errors import ApiError, ErrorKind
 
 FILE_FIELD = "file"
 # Room for the form's other fields and the multipart framing beyond the file itself.
-FORM_OVERHEAD_BYTES = 1024 * 1024
+FORM_OVERHEAD_BYTES = 256 * 1024
 MAX_FIELD_BYTES = 64 * 1024
 MAX_URLENCODED_BYTES = 1024 * 1024
 

@@ -1,0 +1,138 @@
+"""Shared fixtures: real test images from packages, an in-process app, and a live server."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from server.app import create_app
+from server.db import init_db, make_engine
+from server.keys import KeyStore
+from server.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def encode(image: Image.Image | np.ndarray, fmt: str = "JPEG", **options: object) -> bytes:
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> Image.Image:
+    import skimage.data
+
+    return Image.fromarray(skimage.data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def grace_hopper() -> Image.Image:
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as handle:
+        return Image.open(handle).convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def coffee() -> Image.Image:
+    import skimage.data
+
+    return Image.fromarray(skimage.data.coffee())
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpeg(astronaut: Image.Image) -> bytes:
+    return encode(astronaut, "JPEG", quality=95)
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    return Settings(data_dir=data_dir, **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def keys(settings: Settings) -> KeyStore:
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    return KeyStore(engine)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def apikey(keys: KeyStore) -> str:
+    return keys.create("tester")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """An `imagerecognize serve` process on a free port."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api/v2/"
+        self.log = data_dir.parent / f"server-{self.port}.log"
+        environment = dict(os.environ)
+        environment["IMAGERECOGNIZE_DATA_DIR"] = str(data_dir)
+        environment.update(env or {})
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "server", "serve", "--port", str(self.port)],
+                cwd=ROOT,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()}")
+            try:
+                if requests.get(f"http://127.0.0.1:{self.port}/health", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not start: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    server = LiveServer(settings.data_dir)
+    yield server
+    server.stop()
