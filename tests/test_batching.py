@@ -1,0 +1,146 @@
+"""The dynamic batcher: batches form, each request gets its own result or error, the queue is
+bounded, and a deadline answers 503."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from models.base import Recognizer, WeightSource
+from models.faces import MtcnnFaceDetector
+from server.app import create_app
+from server.batching import Batcher, run_batch
+from server.errors import ModelUnavailableError
+from server.keys import KeyStore
+from tests.conftest import encode, make_settings
+
+
+class Doubler(Recognizer):
+    """A stand-in model that records its calls: the batcher's mechanics, not a model's."""
+
+    type = "detect_faces"
+    name = "doubler"
+    source = WeightSource.PACKAGED
+    weights = "none"
+
+    def __init__(self, delay_s: float = 0.0):
+        super().__init__(torch.device("cpu"))
+        self.delay_s = delay_s
+        self.calls: list[list[Any]] = []
+
+    @property
+    def version(self) -> str:
+        return "1"
+
+    def load(self) -> None:
+        pass
+
+    def preprocess(self, image: Any) -> Any:
+        return image
+
+    def batch_key(self, item: Any) -> Hashable:
+        return isinstance(item, str)
+
+    def predict(self, batch: Sequence[Any]) -> list[Any]:
+        self.calls.append(list(batch))
+        time.sleep(self.delay_s)
+        if any(item == -1 for item in batch):
+            raise ValueError("bad item")
+        return [item * 2 for item in batch]
+
+    def postprocess(self, output: Any, item: Any, image: Any, params: dict) -> list:
+        return [output]
+
+
+def test_a_bad_item_fails_alone() -> None:
+    model = Doubler()
+    results = run_batch(model, [1, -1, 3, "a"])
+    assert results[0] == 2 and results[2] == 6 and results[3] == "aa"
+    assert isinstance(results[1], ValueError)
+    # One grouped call per batch key, then the failing group item by item.
+    assert model.calls[0] == [1, -1, 3] and ["a"] in model.calls and [3] in model.calls
+
+
+def test_concurrent_requests_share_model_calls() -> None:
+    async def scenario() -> tuple[list[Any], list[list[Any]]]:
+        model = Doubler(delay_s=0.05)
+        batcher = Batcher(model, max_batch_size=4, max_wait_ms=20, queue_size=64, timeout_s=10)
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+        await batcher.stop()
+        return results, model.calls
+
+    results, calls = asyncio.run(scenario())
+    assert results == [2 * i for i in range(10)]
+    assert len(calls) < 10 and max(len(c) for c in calls) == 4
+    assert sorted(i for call in calls for i in call) == list(range(10))
+
+
+def test_full_queue_answers_503_with_retry_after() -> None:
+    async def scenario() -> list[Any]:
+        batcher = Batcher(Doubler(0.3), max_batch_size=1, max_wait_ms=0, queue_size=2, timeout_s=10)
+        outcomes = await asyncio.gather(
+            *(batcher.submit(i) for i in range(6)), return_exceptions=True
+        )
+        await batcher.stop()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    refused = [o for o in outcomes if isinstance(o, ModelUnavailableError)]
+    assert refused and all(o.retry_after == 1 and o.status == 503 for o in refused)
+    assert any(o == 0 for o in outcomes)
+
+
+def test_deadline_answers_503() -> None:
+    async def scenario() -> BaseException | Any:
+        model = Doubler(0.5)
+        batcher = Batcher(model, max_batch_size=1, max_wait_ms=0, queue_size=8, timeout_s=0.1)
+        outcome = (await asyncio.gather(batcher.submit(1), return_exceptions=True))[0]
+        await batcher.stop()
+        return outcome
+
+    outcome = asyncio.run(scenario())
+    assert isinstance(outcome, ModelUnavailableError) and "timed out" in outcome.status_message
+
+
+def test_overloaded_server_answers_503_with_retry_after_header(
+    tmp_path: Path, astronaut: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path / "data", queue_size=1, max_batch_size=1, max_wait_ms=0)
+    slow_predict = MtcnnFaceDetector.predict
+    gate = threading.Event()
+
+    def slow(self, batch):
+        gate.wait(5)
+        return slow_predict(self, batch)
+
+    monkeypatch.setattr(MtcnnFaceDetector, "predict", slow)
+    with TestClient(create_app(settings)) as client:
+        key = KeyStore(client.app.state.service.keys.engine).create("busy")
+        images = [encode(astronaut.resize((64 + i, 64))) for i in range(6)]
+
+        def send(data: bytes):
+            return client.post(
+                "/api/v2/", data={"apikey": key, "type": "detect_faces"}, files={"file": data}
+            )
+
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(send, data) for data in images]
+            time.sleep(1.5)
+            gate.set()
+            responses = [f.result() for f in futures]
+    statuses = [r.status_code for r in responses]
+    assert 503 in statuses and 200 in statuses, statuses
+    for response in responses:
+        assert response.json()["status"] == response.status_code
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "1"
