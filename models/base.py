@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from server.images import DecodedImage
+
+
+def package_dir(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it (some packages that
+    carry weights fail to import)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def confidence(probability: float) -> float:
+    """A 0..1 probability on the API's 0..100 scale with two decimals."""
+    return round(float(probability) * 100.0, 2)
 
 
 class WeightSource(StrEnum):

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from PIL import Image
 
-from models.base import Recognizer, WeightSource
+from models.base import Recognizer, WeightSource, confidence, package_dir
 from models.registry import register
 from server.images import DecodedImage
 
@@ -36,13 +34,6 @@ class FaceDetection:
     landmarks: np.ndarray  # 5 x 2 (x, y) in the detection image
 
 
-def _package_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def box_dict(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> dict:
     """A box in the API's shape, clamped to the image."""
     left = min(max(round(x1), 0), width)
@@ -50,11 +41,6 @@ def box_dict(x1: float, y1: float, x2: float, y2: float, width: int, height: int
     right = min(max(round(x2), 0), width)
     bottom = min(max(round(y2), 0), height)
     return {"left": left, "top": top, "width": right - left, "height": bottom - top}
-
-
-def confidence(probability: float) -> float:
-    """A 0..1 probability on the API's 0..100 scale with two decimals."""
-    return round(float(probability) * 100.0, 2)
 
 
 @register
@@ -79,7 +65,7 @@ class MtcnnFaceDetector(Recognizer):
 
     @classmethod
     def weights_present(cls) -> bool:
-        folder = _package_dir("facenet_pytorch")
+        folder = package_dir("facenet_pytorch")
         return folder is not None and all(
             (folder / "data" / f"{net}.pt").is_file() for net in ("pnet", "rnet", "onet")
         )

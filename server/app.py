@@ -34,8 +34,7 @@ class RedactApiKeys(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                _APIKEY_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a
-                for a in record.args
+                _APIKEY_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
             )
         return True
 

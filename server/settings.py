@@ -79,6 +79,10 @@ class Settings(BaseSettings):
         default_factory=_default_threads,
         description="Intra-op threads for torch on CPU. Default: the cores this process may use.",
     )
+    onnx_threads: int = Field(
+        default_factory=_default_threads,
+        description="Intra-op threads of each ONNX Runtime session on CPU.",
+    )
     decode_threads: int = Field(
         default_factory=_default_threads,
         description="Threads that decode and preprocess uploaded images.",

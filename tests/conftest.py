@@ -136,3 +136,21 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     server = LiveServer(settings.data_dir)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def reference_photos(astronaut: Image.Image, grace_hopper: Image.Image, coffee: Image.Image):
+    """The seven photos of MODELS.md, by name."""
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    china, flower = load_sample_images().images
+    return {
+        "astronaut": astronaut,
+        "coffee": coffee,
+        "chelsea": Image.fromarray(skimage.data.chelsea()),
+        "rocket": Image.fromarray(skimage.data.rocket()),
+        "grace_hopper": grace_hopper,
+        "china": Image.fromarray(china),
+        "flower": Image.fromarray(flower),
+    }

@@ -64,5 +64,12 @@ def test_model_that_fails_to_load_is_503_and_the_server_keeps_working(
     assert keys.find("three").quota == 3
     health = client.get("/health").json()
     assert health["models"]["detect_faces"]["error"] == "OSError"
+    # Every other type keeps working.
+    other = client.post(
+        URL,
+        data={"apikey": key, "type": "nsfw", "nsfw_min_confidence": "0"},
+        files={"file": encode(astronaut)},
+    )
+    assert other.status_code == 200 and other.json()["data"]["quota"] == 2
     cached = client.get(URL, params={"apikey": key, "type": "cache"})
     assert cached.status_code == 200
