@@ -66,6 +66,8 @@ class ModelManager:
                 "max_side": self.settings.faces_max_side,
                 "min_face_size": self.settings.faces_min_size,
             }
+        if type_ == "objects":
+            return {"model_dir": self.settings.resolved_model_dir}
         if type_ in ("nsfw", "detect_text"):
             return {"threads": self.settings.onnx_threads}
         return {}

