@@ -46,13 +46,10 @@ def test_original_python_example(
     # --- end of the example ---
     # fmt: on
     body = r.json()
-    assert r.status_code == body["status"]
-    if body["status"] == 200:
-        labels = body["data"]["objects"]
-        assert len(labels) <= 10 and all(label["confidence"] >= 80 for label in labels)
-    else:
-        # No objects model on this server: an honest 503, never a made-up result.
-        assert body["status"] == 503 and body["data"] is None
+    assert r.status_code == body["status"] == 200
+    labels = body["data"]["objects"]
+    assert 1 <= len(labels) <= 10 and all(label["confidence"] >= 80 for label in labels)
+    assert labels[0]["name"] == "person" and labels[0]["instances"]
 
     d["type"] = "detect_faces"
     r = requests.post(url=API_ENDPOINT, data=d, files=f)

