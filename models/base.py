@@ -48,6 +48,8 @@ class Recognizer(ABC):
     name: ClassVar[str]  # model name, unique within its type
     source: ClassVar[WeightSource]
     weights: ClassVar[str]  # where the weight files come from, for `models list` and docs
+    # Among the models of a type whose weights are present, the highest serves by default.
+    preference: ClassVar[int] = 0
     # Longest image side the model needs; JPEGs are decoded in draft mode down to it.
     input_max_side: ClassVar[int | None] = None
 
@@ -61,8 +63,9 @@ class Recognizer(ABC):
         """Version of the model and its weights; part of every result it gives."""
 
     @classmethod
-    def weights_present(cls) -> bool:
-        """Whether the weight files can be found (packaged ones: whether the package is)."""
+    def weights_present(cls, model_dir: Path) -> bool:
+        """Whether the weight files can be found: packaged ones in their package, fetched
+        ones in ``model_dir``."""
         return True
 
     @abstractmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -64,7 +65,7 @@ class MtcnnFaceDetector(Recognizer):
         return f"facenet-pytorch-{importlib.metadata.version('facenet-pytorch')}"
 
     @classmethod
-    def weights_present(cls) -> bool:
+    def weights_present(cls, model_dir: Path) -> bool:
         folder = package_dir("facenet_pytorch")
         return folder is not None and all(
             (folder / "data" / f"{net}.pt").is_file() for net in ("pnet", "rnet", "onet")

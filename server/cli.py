@@ -129,22 +129,59 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
     serving = {}
     for type_ in API_TYPES:
         try:
-            cls = default_model(type_, getattr(settings, f"{type_}_model", None))
+            cls = default_model(
+                type_, getattr(settings, f"{type_}_model", None), settings.resolved_model_dir
+            )
         except LookupError as exc:
             print(f"error: {exc}", file=sys.stderr)
             cls = None
         serving[type_] = cls
-    print(f"{'type':<14} {'model':<12} {'source':<9} {'weights':<8} serves  weight files")
+    print(f"{'type':<14} {'model':<28} {'source':<9} {'weights':<8} serves  weight files")
     for cls in all_models():
         print(
-            f"{cls.type:<14} {cls.name:<12} {cls.source.value:<9} "
-            f"{'present' if cls.weights_present() else 'missing':<8} "
+            f"{cls.type:<14} {cls.name:<28} {cls.source.value:<9} "
+            f"{'present' if cls.weights_present(settings.resolved_model_dir) else 'missing':<8} "
             f"{'yes' if serving.get(cls.type) is cls else 'no':<7} {cls.weights}"
         )
     for type_ in API_TYPES:
         if serving[type_] is None:
             print(f"{type_:<14} (none: answers 503)")
+    from models.fetch import load_manifest
+
+    print("\nfetchable weights (`imagerecognize models fetch NAME`):")
+    for entry in load_manifest().values():
+        present = (settings.resolved_model_dir / entry.filename).is_file()
+        print(f"  {entry.name:<28} {'present' if present else 'missing':<8} {entry.description}")
     return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace, settings: Settings) -> int:
+    from models.fetch import FetchError, fetch, load_manifest
+
+    manifest = load_manifest()
+    unknown = [name for name in args.names if name not in manifest]
+    if unknown:
+        print(
+            f"error: unknown weights {', '.join(unknown)}; known: {', '.join(sorted(manifest))}",
+            file=sys.stderr,
+        )
+        return 2
+    failed = False
+    for name in args.names:
+        entry = manifest[name]
+
+        def progress(done: int, total: int | None, name: str = name) -> None:
+            share = f" {100 * done // total:3d}%" if total else ""
+            print(f"\r{name}: {done / 1e6:8.1f} MB{share}", end="", file=sys.stderr)
+
+        try:
+            path = fetch(entry, settings.resolved_model_dir, progress)
+        except FetchError as exc:
+            print(f"\nerror: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        print(f"\n{name}: {path}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,7 +49,7 @@ class ModelManager:
         for type_ in API_TYPES:
             configured = self._configured_name(type_)
             try:
-                cls = default_model(type_, configured)
+                cls = default_model(type_, configured, settings.resolved_model_dir)
             except LookupError as exc:
                 # A misconfigured type fails alone; say why in the log and in its 503.
                 log.error("type %s: %s", type_, exc)

@@ -43,7 +43,7 @@ def detect(detector: SsdMobileNetV2Detector, image: Image.Image, min_conf: int) 
     data = encode(image.convert("RGB"), "PNG")
     decoded = decode_image(data, inspect_image(data, 10**9))
     (output,) = detector.predict([detector.preprocess(decoded)])
-    return detector.detections(output.detections, min_conf)
+    return output.detections.select(min_conf / 100)
 
 
 def test_reference_detections_equal_tensorflow(
