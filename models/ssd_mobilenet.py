@@ -250,9 +250,12 @@ def tf_resize_bilinear(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
 
     y0, y1, wy = axis(height)
     x0, x1, wx = axis(width)
-    pixels = image.astype(np.float32)
-    top_left, top_right = pixels[y0][:, x0], pixels[y0][:, x1]
-    bottom_left, bottom_right = pixels[y1][:, x0], pixels[y1][:, x1]
+    # Gather the needed rows and columns first, then convert only those to float.
+    top_rows, bottom_rows = image[y0], image[y1]
+    top_left = top_rows[:, x0].astype(np.float32)
+    top_right = top_rows[:, x1].astype(np.float32)
+    bottom_left = bottom_rows[:, x0].astype(np.float32)
+    bottom_right = bottom_rows[:, x1].astype(np.float32)
     wx = wx[None, :, None]
     top = top_left + (top_right - top_left) * wx
     bottom = bottom_left + (bottom_right - bottom_left) * wx
