@@ -90,6 +90,11 @@ class Recognizer(ABC):
     ) -> list[dict[str, Any]]:
         """One output to the API's result objects, in displayed-image coordinates."""
 
+    def extensions(self, objects: list[dict[str, Any]]) -> dict[str, Any]:
+        """Fields this type adds to ``data`` beside ``objects`` (e.g. detect_text's
+        ``data.text``), computed from the objects so that stored results give them too."""
+        return {}
+
     def unload(self) -> None:
         """Frees the model's memory."""
         if self.device.type == "cuda":

@@ -68,7 +68,9 @@ class ModelManager:
             }
         if type_ == "objects":
             return {"model_dir": self.settings.resolved_model_dir}
-        if type_ in ("nsfw", "detect_text"):
+        if type_ == "detect_text":
+            return {"threads": self.settings.onnx_threads, "max_side": self.settings.text_max_side}
+        if type_ == "nsfw":
             return {"threads": self.settings.onnx_threads}
         return {}
 

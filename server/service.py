@@ -71,7 +71,9 @@ class AnalysisService:
             lookup = lookup_hash(key.id, info.sha256, type_, params, model_id)
             stored = await run_in_threadpool(self.results.find_identical, key.id, lookup)
             if stored is not None:
-                return self._envelope(type_, stored.objects, stored.id, info, model_id, True)
+                data = self._envelope(type_, stored.objects, stored.id, info, model_id, True)
+                data.update(batcher.model.extensions(stored.objects))
+                return data
         max_side = batcher.model.input_max_side if batcher is not None else None
         image = await self._in_pool(decode_image, data_bytes, info, max_side)
         if unavailable is not None or batcher is None:
@@ -83,7 +85,9 @@ class AnalysisService:
         result_id = await run_in_threadpool(
             self.results.save, key.id, type_, info, params, model_id, objects, lookup
         )
-        return self._envelope(type_, objects, result_id, info, model_id, False)
+        data = self._envelope(type_, objects, result_id, info, model_id, False)
+        data.update(model.extensions(objects))
+        return data
 
     @staticmethod
     def _envelope(

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
         description="Smallest face MTCNN looks for, in pixels of the detection image.",
     )
 
+    text_max_side: int = Field(
+        960,
+        description="Longest side of the image the text detector sees (PP-OCRv4 DB).",
+    )
     detect_faces_model: str | None = Field(
         None, description="Model answering detect_faces (see `imagerecognize models list`)."
     )
