@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +27,15 @@ def package_dir(package: str) -> Path | None:
 def confidence(probability: float) -> float:
     """A 0..1 probability on the API's 0..100 scale with two decimals."""
     return round(float(probability) * 100.0, 2)
+
+
+@dataclass
+class Analysis:
+    """What a model says of one image: the API's ``objects`` and the fields its type adds
+    beside them in ``data`` (detect_text's ``text``, celebrities' ``unrecognized``)."""
+
+    objects: list[dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class WeightSource(StrEnum):
@@ -87,13 +97,14 @@ class Recognizer(ABC):
     @abstractmethod
     def postprocess(
         self, output: Any, item: Any, image: DecodedImage, params: dict[str, Any]
-    ) -> list[dict[str, Any]]:
-        """One output to the API's result objects, in displayed-image coordinates."""
+    ) -> list[dict[str, Any]] | Analysis:
+        """One output to the API's result objects (or an :class:`Analysis` with extra
+        fields), in displayed-image coordinates."""
 
-    def extensions(self, objects: list[dict[str, Any]]) -> dict[str, Any]:
-        """Fields this type adds to ``data`` beside ``objects`` (e.g. detect_text's
-        ``data.text``), computed from the objects so that stored results give them too."""
-        return {}
+    def state_token(self) -> str:
+        """What besides the image, parameters and version decides this model's answer (the
+        gallery, for celebrities); part of the key under which results are reused."""
+        return ""
 
     def unload(self) -> None:
         """Frees the model's memory."""

@@ -133,22 +133,25 @@ class MtcnnFaceDetector(Recognizer):
         image: DecodedImage,
         params: dict[str, Any],
     ) -> list[dict[str, Any]]:
-        width, height = image.info.width, image.info.height
-        faces = []
-        for face in sorted(output, key=lambda f: f.probability, reverse=True):
-            x1, y1, x2, y2 = (face.box / item.scale).tolist()
-            landmarks = {
-                name: {
-                    "x": min(max(round(x / item.scale), 0), width),
-                    "y": min(max(round(y / item.scale), 0), height),
-                }
-                for name, (x, y) in zip(LANDMARK_NAMES, face.landmarks.tolist(), strict=True)
-            }
-            faces.append(
-                {
-                    "confidence": confidence(face.probability),
-                    "box": box_dict(x1, y1, x2, y2, width, height),
-                    "landmarks": landmarks,
-                }
-            )
-        return faces
+        ordered = sorted(output, key=lambda f: f.probability, reverse=True)
+        return [
+            face_object(face, item.scale, image.info.width, image.info.height) for face in ordered
+        ]
+
+
+def face_object(face: FaceDetection, scale: float, width: int, height: int) -> dict[str, Any]:
+    """One face in the API's shape, mapped from the detection image (``scale`` = detection
+    width / displayed width) to displayed pixels."""
+    x1, y1, x2, y2 = (face.box / scale).tolist()
+    landmarks = {
+        name: {
+            "x": min(max(round(x / scale), 0), width),
+            "y": min(max(round(y / scale), 0), height),
+        }
+        for name, (x, y) in zip(LANDMARK_NAMES, face.landmarks.tolist(), strict=True)
+    }
+    return {
+        "confidence": confidence(face.probability),
+        "box": box_dict(x1, y1, x2, y2, width, height),
+        "landmarks": landmarks,
+    }

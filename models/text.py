@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.base import Recognizer, WeightSource, confidence, package_dir
+from models.base import Analysis, Recognizer, WeightSource, confidence, package_dir
 from models.faces import box_dict
 from models.ocr_stages import (
     CLS_THRESHOLD,
@@ -217,16 +217,13 @@ class PpOcrV4TextReader(Recognizer):
             lines.append(TextLine(text, score, quad))
         return lines
 
-    def extensions(self, objects: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"text": "\n".join(line["text"] for line in objects)}
-
     def postprocess(
         self,
         output: list[TextLine],
         item: TextInput,
         image: DecodedImage,
         params: dict[str, Any],
-    ) -> list[dict[str, Any]]:
+    ) -> Analysis:
         scale = image.scale
         width, height = image.info.width, image.info.height
         objects = []

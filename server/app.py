@@ -16,6 +16,8 @@ from models.device import choose_device, configure_torch_threads
 from server import __version__
 from server.api import envelope, router
 from server.db import init_db, make_engine
+from server.gallery import Gallery
+from server.gallery_api import router as gallery_router
 from server.keys import KeyStore
 from server.model_manager import ModelManager
 from server.results import ResultStore
@@ -61,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         device = choose_device(settings.device)
         if device.type == "cpu":
             configure_torch_threads(settings.torch_threads)
-        models = ModelManager(settings, device)
+        models = ModelManager(settings, device, Gallery(engine))
         service = AnalysisService(
             settings, KeyStore(engine), ResultStore(engine, settings.result_retention_days), models
         )
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
     )
     app.include_router(router)
+    app.include_router(gallery_router)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, object]:

@@ -92,6 +92,11 @@ class Batcher:
                 job.future.set_exception(ModelUnavailableError("server shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def run_exclusive(self, func: Any, *args: Any) -> Any:
+        """Runs ``func`` in the model's inference thread, between batches (for work on the
+        model outside the API's analyses, such as gallery enrolment)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
     @property
     def queued(self) -> int:
         return self._queue.qsize()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -169,6 +170,16 @@ def cmd_models_fetch(args: argparse.Namespace, settings: Settings) -> int:
     failed = False
     for name in args.names:
         entry = manifest[name]
+        if args.sha256:
+            entry = dataclasses.replace(entry, sha256=args.sha256.lower())
+        elif not entry.sha256 and not entry.sha256_prefix:
+            print(
+                f"error: no checksum is known for {name}: pass --sha256 with the "
+                f"publisher's digest",
+                file=sys.stderr,
+            )
+            failed = True
+            continue
 
         def progress(done: int, total: int | None, name: str = name) -> None:
             share = f" {100 * done // total:3d}%" if total else ""
@@ -182,6 +193,132 @@ def cmd_models_fetch(args: argparse.Namespace, settings: Settings) -> int:
             continue
         print(f"\n{name}: {path}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _face_model(settings: Settings):
+    """The gallery, and the celebrities model loaded in this process."""
+    from models.device import choose_device
+    from server.db import init_db, make_engine
+    from server.gallery import Gallery
+    from server.model_manager import ModelManager
+
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    gallery = Gallery(engine)
+    manager = ModelManager(settings, choose_device(settings.device), gallery)
+    cls = manager.model_class("celebrities")
+    model = cls(manager.device, manager.options("celebrities"))
+    model.load()
+    return gallery, model
+
+
+def _enrol(settings: Settings, name: str, paths: list[Path]) -> int:
+    from server.gallery import GalleryError, enrolment_faces
+
+    gallery, model = _face_model(settings)
+    try:
+        photos = [(str(path), path.read_bytes()) for path in paths]
+        faces = enrolment_faces(model, photos, settings.max_image_pixels)
+        gallery.enrol(name, faces, model.descriptor_name)
+    except (GalleryError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{name}: {len(faces)} face(s) enrolled")
+    return 0
+
+
+def cmd_gallery_add(args: argparse.Namespace, settings: Settings) -> int:
+    return _enrol(settings, args.name, [Path(p) for p in args.images])
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def cmd_gallery_import(args: argparse.Namespace, settings: Settings) -> int:
+    """One sub-folder per person; each photo enrolled on its own, so one bad photo is
+    reported and skipped without losing the others."""
+    from server.gallery import GalleryError, enrolment_faces
+
+    root = Path(args.directory)
+    if not root.is_dir():
+        print(f"error: {root} is not a folder", file=sys.stderr)
+        return 1
+    work = [
+        (folder.name, photo)
+        for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        for photo in sorted(folder.iterdir())
+        if photo.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not work:
+        print(f"error: no PNG or JPEG photos in sub-folders of {root}", file=sys.stderr)
+        return 1
+    gallery, model = _face_model(settings)
+    failures = 0
+    for done, (name, photo) in enumerate(work, 1):
+        try:
+            faces = enrolment_faces(
+                model, [(str(photo), photo.read_bytes())], settings.max_image_pixels
+            )
+            gallery.enrol(name, faces, model.descriptor_name)
+        except (GalleryError, OSError) as exc:
+            failures += 1
+            print(f"\nskipped {exc}", file=sys.stderr)
+        bar = "#" * (30 * done // len(work))
+        print(f"\r[{bar:<30}] {done}/{len(work)} photos", end="", file=sys.stderr)
+    people = len({name for name, _ in work})
+    print(
+        f"\n{len(work) - failures} photos of {people} people enrolled, {failures} skipped",
+        file=sys.stderr,
+    )
+    return 1 if failures else 0
+
+
+def cmd_gallery_list(args: argparse.Namespace, settings: Settings) -> int:
+    from models.registry import default_model
+    from server.db import init_db, make_engine
+    from server.gallery import Gallery
+
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    cls = default_model("celebrities", settings.celebrities_model, settings.resolved_model_dir)
+    descriptor = getattr(cls, "descriptor_name", None)
+    people = Gallery(engine).people(descriptor)
+    for person in people:
+        stale = sum(1 for face in person["faces"] if not face.get("indexed", True))
+        note = f"  ({stale} need `gallery reindex`)" if stale else ""
+        print(f"{person['name']:<30} {len(person['faces'])} face(s){note}")
+    if not people:
+        print("the gallery is empty", file=sys.stderr)
+    return 0
+
+
+def cmd_gallery_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from server.db import init_db, make_engine
+    from server.gallery import Gallery, GalleryError
+
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    try:
+        Gallery(engine).remove_person(args.name)
+    except GalleryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"removed {args.name}")
+    return 0
+
+
+def cmd_gallery_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    """Recomputes every descriptor with the configured model from the kept aligned crops."""
+    gallery, model = _face_model(settings)
+    faces = gallery.aligned_faces()
+    descriptors = {}
+    for start in range(0, len(faces), 32):
+        chunk = faces[start : start + 32]
+        vectors = model.describe([chip for _, chip in chunk])
+        descriptors.update({face_id: v for (face_id, _), v in zip(chunk, vectors, strict=True)})
+    gallery.set_descriptors(model.descriptor_name, descriptors)
+    print(f"{len(descriptors)} face(s) described with {model.descriptor_name}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,6 +361,35 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser(
         "list", help="each model, its weights, and what serves each type"
     ).set_defaults(func=cmd_models_list)
+    fetch = models.add_parser(
+        "fetch", help="download weights from their official URL, checked by sha256"
+    )
+    fetch.add_argument("names", nargs="+", help="names from `models list`")
+    fetch.add_argument(
+        "--sha256", help="the publisher's digest, for weights whose manifest entry has none"
+    )
+    fetch.set_defaults(func=cmd_models_fetch)
+
+    gallery = commands.add_parser("gallery", help="the gallery of known people").add_subparsers(
+        dest="gallery_command", required=True
+    )
+    add = gallery.add_parser("add", help="enrol a person from one or more photos of them")
+    add.add_argument("name")
+    add.add_argument("images", nargs="+")
+    add.set_defaults(func=cmd_gallery_add)
+    import_ = gallery.add_parser(
+        "import",
+        help="enrol every person of a folder (one sub-folder per person, named after them)",
+    )
+    import_.add_argument("directory")
+    import_.set_defaults(func=cmd_gallery_import)
+    gallery.add_parser("list", help="list people").set_defaults(func=cmd_gallery_list)
+    remove = gallery.add_parser("remove", help="remove a person and their descriptors")
+    remove.add_argument("name")
+    remove.set_defaults(func=cmd_gallery_remove)
+    gallery.add_parser("reindex", help="recompute descriptors after a model switch").set_defaults(
+        func=cmd_gallery_reindex
+    )
     return parser
 
 

@@ -16,7 +16,9 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
+    UniqueConstraint,
     create_engine,
     event,
 )
@@ -66,8 +68,59 @@ class StoredResult(Base):
     model_name: Mapped[str] = mapped_column(String(100), nullable=False)
     model_version: Mapped[str] = mapped_column(String(100), nullable=False)
     objects: Mapped[list[Any]] = mapped_column(JSON, nullable=False)
+    # Fields the type adds beside objects (detect_text's text, celebrities' unrecognized).
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # sha256 over (key, image, type, params, model): finds an identical earlier analysis.
     lookup_hash: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+
+
+class Person(Base):
+    """Someone the operator enrolled in the gallery of known people."""
+
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GalleryFace(Base):
+    """One enrolled face: its aligned crop (the operator's own data, kept so that descriptors
+    can be recomputed after a model switch) and where it came from."""
+
+    __tablename__ = "gallery_faces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    person_id: Mapped[int] = mapped_column(
+        ForeignKey("people.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    source: Mapped[str] = mapped_column(String(500), nullable=False)
+    aligned_png: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FaceDescriptor(Base):
+    """A face's descriptor by one model; descriptors of different models never mix."""
+
+    __tablename__ = "face_descriptors"
+    __table_args__ = (UniqueConstraint("face_id", "model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    face_id: Mapped[int] = mapped_column(
+        ForeignKey("gallery_faces.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    model: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # float32, little-endian
+
+
+class GalleryState(Base):
+    """One row whose counter grows with every gallery change, so that each server process
+    knows when its in-memory copy of the descriptors is stale."""
+
+    __tablename__ = "gallery_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
 def make_engine(url: str) -> Engine:

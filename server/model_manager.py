@@ -42,9 +42,10 @@ class _Slot:
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, device: torch.device):
+    def __init__(self, settings: Settings, device: torch.device, gallery: Any = None):
         self.settings = settings
         self.device = device
+        self.gallery = gallery
         self._slots: dict[str, _Slot] = {}
         for type_ in API_TYPES:
             configured = self._configured_name(type_)
@@ -60,11 +61,19 @@ class ModelManager:
     def _configured_name(self, type_: str) -> str | None:
         return getattr(self.settings, f"{type_}_model", None)
 
-    def _options(self, type_: str) -> dict[str, Any]:
+    def options(self, type_: str) -> dict[str, Any]:
+        faces = {
+            "max_side": self.settings.faces_max_side,
+            "min_face_size": self.settings.faces_min_size,
+        }
         if type_ == "detect_faces":
+            return faces
+        if type_ == "celebrities":
             return {
-                "max_side": self.settings.faces_max_side,
-                "min_face_size": self.settings.faces_min_size,
+                **faces,
+                "model_dir": self.settings.resolved_model_dir,
+                "gallery": self.gallery,
+                "threshold": self.settings.celebrities_threshold,
             }
         if type_ == "objects":
             return {"model_dir": self.settings.resolved_model_dir}
@@ -92,7 +101,7 @@ class ModelManager:
             cls = self.model_class(slot.type)
             started = time.perf_counter()
             try:
-                model = cls(self.device, self._options(slot.type))
+                model = cls(self.device, self.options(slot.type))
                 model.load()
             except Exception as exc:
                 log.exception("loading %s/%s failed", slot.type, cls.name)

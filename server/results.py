@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from models.base import Analysis
 from server.db import StoredResult, utcnow
 from server.images import ImageInfo
 
@@ -53,6 +54,7 @@ def to_cache_entry(row: StoredResult) -> dict[str, Any]:
         "params": row.params,
         "model": {"name": row.model_name, "version": row.model_version},
         "objects": row.objects,
+        **(row.extra or {}),
     }
 
 
@@ -84,7 +86,7 @@ class ResultStore:
         info: ImageInfo,
         params: dict[str, Any],
         model: ModelId,
-        objects: list[Any],
+        result: Analysis,
         lookup: str,
     ) -> str:
         result_id = uuid.uuid4().hex
@@ -101,7 +103,8 @@ class ResultStore:
                     params=params,
                     model_name=model.name,
                     model_version=model.version,
-                    objects=objects,
+                    objects=result.objects,
+                    extra=result.extra or None,
                     lookup_hash=lookup,
                 )
             )

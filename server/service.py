@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from models.base import Analysis
 from server.checks import CACHE_DEFAULT_LIMIT, CheckedRequest
 from server.errors import ApiError, ErrorKind, ModelUnavailableError
 from server.images import decode_image, inspect_image
@@ -68,11 +69,12 @@ class AnalysisService:
             unavailable = exc
         if batcher is not None:
             model_id = ModelId(batcher.model.name, batcher.model.version)
-            lookup = lookup_hash(key.id, info.sha256, type_, params, model_id)
+            identity = {**params, "_state": batcher.model.state_token()}
+            lookup = lookup_hash(key.id, info.sha256, type_, identity, model_id)
             stored = await run_in_threadpool(self.results.find_identical, key.id, lookup)
             if stored is not None:
                 data = self._envelope(type_, stored.objects, stored.id, info, model_id, True)
-                data.update(batcher.model.extensions(stored.objects))
+                data.update(stored.extra or {})
                 return data
         max_side = batcher.model.input_max_side if batcher is not None else None
         image = await self._in_pool(decode_image, data_bytes, info, max_side)
@@ -81,12 +83,14 @@ class AnalysisService:
         model = batcher.model
         item = await self._in_pool(model.preprocess, image)
         output = await batcher.submit(item)
-        objects = await self._in_pool(model.postprocess, output, item, image, params)
+        result = await self._in_pool(model.postprocess, output, item, image, params)
+        if not isinstance(result, Analysis):
+            result = Analysis(result)
         result_id = await run_in_threadpool(
-            self.results.save, key.id, type_, info, params, model_id, objects, lookup
+            self.results.save, key.id, type_, info, params, model_id, result, lookup
         )
-        data = self._envelope(type_, objects, result_id, info, model_id, False)
-        data.update(model.extensions(objects))
+        data = self._envelope(type_, result.objects, result_id, info, model_id, False)
+        data.update(result.extra)
         return data
 
     @staticmethod

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         description="Smallest face MTCNN looks for, in pixels of the detection image.",
     )
 
+    celebrities_threshold: float | None = Field(
+        None,
+        description="Largest descriptor distance at which a face matches a gallery person. "
+        "Default per model: 0.5 for dlib_resnet, 1.0 for facenet_vggface2.",
+    )
     text_max_side: int = Field(
         960,
         description="Longest side of the image the text detector sees (PP-OCRv4 DB).",

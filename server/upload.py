@@ -27,7 +27,9 @@ MAX_URLENCODED_BYTES = 1024 * 1024
 @dataclass
 class Upload:
     fields: dict[str, str] = field(default_factory=dict)
-    file: bytes | None = None
+    file: bytes | None = None  # the first part named "file"
+    # Every part named "file", with its filename (gallery enrolment takes several photos).
+    files: list[tuple[str, bytes]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -50,8 +52,9 @@ class _MultipartCollector:
         self._header_field = bytearray()
         self._header_value = bytearray()
         self._name: str | None = None
+        self._filename = ""
         self._data = bytearray()
-        self._too_large = False
+        self._file_bytes = 0
 
     def callbacks(self) -> dict[str, object]:
         return {
@@ -78,14 +81,17 @@ class _MultipartCollector:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         name = options.get(b"name")
         self._name = name.decode("utf-8", "replace") if name is not None else None
+        filename = options.get(b"filename", b"")
+        self._filename = filename.decode("utf-8", "replace")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._name is None:
             return
         self._data.extend(data[start:end])
         if self._name == FILE_FIELD:
-            if len(self._data) > self.max_file_bytes:
-                self._too_large = True
+            self._file_bytes += end - start
+            # One file over the limit, or all files together: never more than that in memory.
+            if len(self._data) > self.max_file_bytes or self._file_bytes > self.max_file_bytes:
                 raise UploadTooLargeError(self.upload)
         elif len(self._data) > MAX_FIELD_BYTES:
             raise ApiError(ErrorKind.INVALID_PARAMETER, f"{self._name} (value too long)")
@@ -94,8 +100,11 @@ class _MultipartCollector:
         if self._name is None:
             return
         if self._name == FILE_FIELD:
-            if self.upload.file is None:  # the first file part counts
-                self.upload.file = bytes(self._data)
+            data = bytes(self._data)
+            if self.upload.file is None:  # the first file part counts for analyses
+                self.upload.file = data
+            name = self._filename or f"file {len(self.upload.files) + 1}"
+            self.upload.files.append((name, data))
         elif self._name not in self.upload.fields:
             self.upload.fields[self._name] = self._data.decode("utf-8", "replace")
         self._data = bytearray()

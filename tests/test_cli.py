@@ -53,3 +53,12 @@ def test_demo_key_is_created_once(tmp_path: Path) -> None:
 def test_models_list(tmp_path: Path) -> None:
     listing = run(tmp_path, "models", "list").stdout
     assert "detect_faces" in listing and "mtcnn" in listing and "present" in listing
+
+
+def test_models_fetch_refuses_unknown_and_unverifiable_weights(tmp_path: Path) -> None:
+    unknown = run(tmp_path, "models", "fetch", "no-such-weights")
+    assert unknown.returncode == 2 and "unknown weights" in unknown.stderr
+    # The manifest has no digest for this file: nothing is downloaded without one.
+    unverifiable = run(tmp_path, "models", "fetch", "facenet_vggface2")
+    assert unverifiable.returncode == 1 and "--sha256" in unverifiable.stderr
+    assert not (tmp_path / "models").exists()

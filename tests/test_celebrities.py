@@ -1,0 +1,260 @@
+"""celebrities: the operator's gallery through the API and the CLI, and recognition against
+it with dlib's descriptor on MTCNN faces."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image, ImageEnhance
+
+from models.celebrities import FacenetFaceRecognizer
+from server.app import create_app
+from server.keys import KeyStore
+from server.settings import Settings
+from tests.conftest import ROOT, encode, make_settings
+
+URL = "/api/v2/"
+GALLERY = "/api/v2/gallery/"
+ASTRONAUT_FACE_LEFT = 181
+GRACE_FACE_LEFT = 174
+
+
+@pytest.fixture
+def admin(keys: KeyStore) -> str:
+    return keys.create("admin", is_admin=True)
+
+
+def enrol(client: TestClient, key: str, name: str, *photos: tuple[str, bytes]) -> dict:
+    response = client.post(
+        GALLERY,
+        data={"apikey": key, "name": name},
+        files=[("file", (filename, data)) for filename, data in photos],
+    )
+    body = response.json()
+    assert response.status_code == body["status"]
+    return body
+
+
+def celebrities(client: TestClient, key: str, data: bytes) -> dict:
+    response = client.post(URL, data={"apikey": key, "type": "celebrities"}, files={"file": data})
+    body = response.json()
+    assert response.status_code == body["status"] == 200, body
+    return body["data"]
+
+
+def variants(photo: Image.Image) -> dict[str, bytes]:
+    width, height = photo.size
+    return {
+        "flipped": encode(photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+        "cropped": encode(photo.crop((width // 10, 0, width, height * 9 // 10))),
+        "half": encode(photo.resize((width // 2, height // 2))),
+        "jpeg40": encode(photo, quality=40),
+        "brighter": encode(ImageEnhance.Brightness(photo).enhance(1.3)),
+    }
+
+
+def test_enrolled_people_are_recognised(
+    client: TestClient,
+    admin: str,
+    apikey: str,
+    astronaut: Image.Image,
+    grace_hopper: Image.Image,
+) -> None:
+    assert (
+        enrol(client, admin, "Eileen Collins", ("eileen.png", encode(astronaut, "PNG")))["data"][
+            "name"
+        ]
+        == "Eileen Collins"
+    )
+    assert (
+        enrol(client, admin, "Grace Hopper", ("grace.jpg", encode(grace_hopper)))["status"] == 200
+    )
+    for person, photo in (("Eileen Collins", astronaut), ("Grace Hopper", grace_hopper)):
+        for variant, data in variants(photo).items():
+            data_ = celebrities(client, apikey, data)
+            names = [o["name"] for o in data_["objects"]]
+            assert names == [person], (person, variant, data_)
+            assert data_["objects"][0]["confidence"] > 50
+            assert data_["unrecognized"] == []
+    composite = Image.new("RGB", (512 + grace_hopper.width, 600), (128, 128, 128))
+    composite.paste(astronaut, (0, 0))
+    composite.paste(grace_hopper, (512, 0))
+    found = celebrities(client, apikey, encode(composite, quality=95))["objects"]
+    assert sorted(o["name"] for o in found) == ["Eileen Collins", "Grace Hopper"]
+    by_name = {o["name"]: o for o in found}
+    assert abs(by_name["Eileen Collins"]["box"]["left"] - ASTRONAUT_FACE_LEFT) <= 4
+    assert abs(by_name["Grace Hopper"]["box"]["left"] - (512 + GRACE_FACE_LEFT)) <= 6
+    assert set(by_name["Grace Hopper"]["landmarks"]) == {
+        "left_eye",
+        "right_eye",
+        "nose",
+        "mouth_left",
+        "mouth_right",
+    }
+
+
+def test_unknown_faces_and_empty_gallery(
+    client: TestClient,
+    admin: str,
+    apikey: str,
+    astronaut: Image.Image,
+    grace_hopper: Image.Image,
+) -> None:
+    empty = celebrities(client, apikey, encode(grace_hopper))
+    assert empty["objects"] == [] and len(empty["unrecognized"]) == 1
+    unknown = empty["unrecognized"][0]
+    assert "name" not in unknown and unknown["confidence"] > 99
+    assert abs(unknown["box"]["left"] - GRACE_FACE_LEFT) <= 6
+    enrol(client, admin, "Eileen Collins", ("eileen.png", encode(astronaut, "PNG")))
+    # Grace Hopper is not enrolled: she stays unrecognised, also after the gallery changed
+    # (the stored answer of the same request is not reused across gallery versions).
+    again = celebrities(client, apikey, encode(grace_hopper))
+    assert again["objects"] == [] and len(again["unrecognized"]) == 1 and not again["cached"]
+    assert celebrities(client, apikey, encode(astronaut))["objects"][0]["name"] == (
+        "Eileen Collins"
+    )
+
+
+def test_gallery_needs_an_admin_key(client: TestClient, apikey: str, astronaut) -> None:
+    body = enrol(client, apikey, "Eileen Collins", ("eileen.png", encode(astronaut)))
+    assert body["status"] == 401
+    assert client.get(GALLERY, params={"apikey": apikey}).status_code == 401
+    assert client.delete(GALLERY + "Eileen Collins", params={"apikey": apikey}).status_code == 401
+    assert client.get(GALLERY).status_code == 400
+
+
+def test_enrolment_refuses_bad_photos_and_changes_nothing(
+    client: TestClient,
+    admin: str,
+    astronaut: Image.Image,
+    grace_hopper: Image.Image,
+    coffee: Image.Image,
+) -> None:
+    two = Image.new("RGB", (512 + grace_hopper.width, 600), (128, 128, 128))
+    two.paste(astronaut, (0, 0))
+    two.paste(grace_hopper, (512, 0))
+    cases = [
+        (("coffee.jpg", encode(coffee)), "coffee.jpg: no face found"),
+        (("two.jpg", encode(two)), "two.jpg: 2 faces found"),
+        (("notes.txt", b"hello"), "notes.txt: invalid file format"),
+    ]
+    for photo, message in cases:
+        body = enrol(client, admin, "Eileen Collins", ("eileen.png", encode(astronaut)), photo)
+        assert body["status"] == 421 and message in body["status_message"], body
+    assert enrol(client, admin, "", ("eileen.png", encode(astronaut)))["status"] == 421
+    listed = client.get(GALLERY, params={"apikey": admin}).json()
+    assert listed["data"]["people"] == []
+
+
+def test_gallery_list_remove_and_restart(
+    settings: Settings, admin: str, apikey: str, astronaut: Image.Image
+) -> None:
+    with TestClient(create_app(settings)) as client:
+        body = enrol(
+            client,
+            admin,
+            "Eileen Collins",
+            ("a.png", encode(astronaut, "PNG")),
+            ("b.jpg", encode(astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT))),
+        )
+        face_ids = body["data"]["face_ids"]
+        assert len(face_ids) == 2
+    # A new server process sees the same gallery.
+    with TestClient(create_app(settings)) as client:
+        people = client.get(GALLERY, params={"apikey": admin}).json()["data"]["people"]
+        assert [(p["name"], len(p["faces"])) for p in people] == [("Eileen Collins", 2)]
+        assert all(face["indexed"] for face in people[0]["faces"])
+        removed = client.delete(
+            f"{GALLERY}Eileen Collins/faces/{face_ids[0]}", params={"apikey": admin}
+        )
+        assert removed.status_code == 200
+        assert celebrities(client, apikey, encode(astronaut))["objects"][0]["name"] == (
+            "Eileen Collins"
+        )
+        assert (
+            client.delete(GALLERY + "Eileen Collins", params={"apikey": admin}).json()["status"]
+            == 200
+        )
+        assert (
+            client.delete(GALLERY + "Eileen Collins", params={"apikey": admin}).json()["status"]
+            == 421
+        )
+        result = celebrities(client, apikey, encode(astronaut))
+        assert result["objects"] == [] and len(result["unrecognized"]) == 1
+
+
+def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, IMAGERECOGNIZE_DATA_DIR=str(data_dir))
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_gallery_cli(
+    tmp_path: Path, astronaut: Image.Image, grace_hopper: Image.Image, coffee: Image.Image
+) -> None:
+    data_dir = tmp_path / "data"
+    photos = tmp_path / "people"
+    (photos / "Eileen Collins").mkdir(parents=True)
+    (photos / "Grace Hopper").mkdir()
+    astronaut.save(photos / "Eileen Collins" / "1.png")
+    grace_hopper.save(photos / "Grace Hopper" / "1.jpg")
+    coffee.save(photos / "Grace Hopper" / "2.jpg")  # no face: skipped, reported
+    imported = run_cli(data_dir, "gallery", "import", str(photos))
+    assert imported.returncode == 1
+    assert "no face found" in imported.stderr and "2 photos of 2 people enrolled" in imported.stderr
+    listing = run_cli(data_dir, "gallery", "list").stdout
+    assert "Eileen Collins" in listing and "Grace Hopper" in listing
+    single = tmp_path / "eileen.jpg"
+    astronaut.save(single)
+    assert (
+        run_cli(data_dir, "gallery", "add", "Sally Ride", str(tmp_path / "missing.jpg")).returncode
+        == 1
+    )
+    assert run_cli(data_dir, "gallery", "remove", "Grace Hopper").returncode == 0
+    assert "Grace Hopper" not in run_cli(data_dir, "gallery", "list").stdout
+    reindexed = run_cli(data_dir, "gallery", "reindex")
+    assert reindexed.returncode == 0 and "1 face(s)" in reindexed.stdout
+
+
+@pytest.fixture
+def facenet_settings(tmp_path: Path) -> Iterator[Settings]:
+    from facenet_pytorch import InceptionResnetV1
+
+    settings = make_settings(tmp_path / "data", celebrities_model="facenet_vggface2")
+    settings.resolved_model_dir.mkdir(parents=True)
+    torch.manual_seed(0)
+    made_up = InceptionResnetV1(pretrained=None, classify=True, num_classes=8631)
+    torch.save(
+        made_up.state_dict(), FacenetFaceRecognizer.weights_file(settings.resolved_model_dir)
+    )
+    yield settings
+
+
+def test_fetched_facenet_descriptor_answers(
+    facenet_settings: Settings, astronaut: Image.Image
+) -> None:
+    with TestClient(create_app(facenet_settings)) as client:
+        store = KeyStore(client.app.state.service.keys.engine)
+        admin, user = store.create("admin", is_admin=True), store.create("user")
+        assert (
+            enrol(client, admin, "Eileen Collins", ("e.png", encode(astronaut, "PNG")))["status"]
+            == 200
+        )
+        data = celebrities(client, user, encode(astronaut, "PNG"))
+        assert data["model"]["name"] == "facenet_vggface2"
+        # The same image gives the same descriptor: distance 0, whatever the weights.
+        assert [o["name"] for o in data["objects"]] == ["Eileen Collins"]
+        assert data["objects"][0]["confidence"] == 100.0
