@@ -241,4 +241,4 @@ class PpOcrV4TextReader(Recognizer):
                     ],
                 }
             )
-        return objects
+        return Analysis(objects, {"text": "\n".join(line["text"] for line in objects)})

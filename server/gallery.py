@@ -40,13 +40,18 @@ class GalleryMatrix:
     face_ids: np.ndarray
     vectors: np.ndarray  # N x D float32
 
+    def __post_init__(self) -> None:
+        # |g - q|² = |g|² - 2 g·q + |q|²: one matrix-vector product per query.
+        object.__setattr__(self, "_norms", np.einsum("ij,ij->i", self.vectors, self.vectors))
+
     def nearest(self, query: np.ndarray) -> tuple[str, float] | None:
-        """The nearest enrolled face's person and its Euclidean distance."""
+        """The nearest enrolled face's person and its Euclidean distance (exact search)."""
         if not self.names:
             return None
-        distances = np.linalg.norm(self.vectors - query[None, :], axis=1)
-        best = int(np.argmin(distances))
-        return self.names[best], float(distances[best])
+        query = query.astype(np.float32)
+        squared = self._norms - 2.0 * (self.vectors @ query) + float(query @ query)
+        best = int(np.argmin(squared))
+        return self.names[best], float(np.sqrt(max(squared[best], 0.0)))
 
 
 def enrolment_faces(

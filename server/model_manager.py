@@ -96,9 +96,9 @@ class ModelManager:
         with slot.lock:
             if slot.model is not None:
                 return slot.model
+            cls = self.model_class(slot.type)  # 503 naming the problem when there is none
             if slot.error is not None and time.monotonic() - slot.failed_at < RETRY_LOAD_AFTER_S:
                 raise ModelUnavailableError(f"model for {slot.type} failed to load")
-            cls = self.model_class(slot.type)
             started = time.perf_counter()
             try:
                 model = cls(self.device, self.options(slot.type))

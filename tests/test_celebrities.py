@@ -258,3 +258,19 @@ def test_fetched_facenet_descriptor_answers(
         # The same image gives the same descriptor: distance 0, whatever the weights.
         assert [o["name"] for o in data["objects"]] == ["Eileen Collins"]
         assert data["objects"][0]["confidence"] == 100.0
+
+
+def test_exact_search_finds_the_nearest() -> None:
+    import numpy as np
+
+    from server.gallery import GalleryMatrix
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(5000, 128)).astype(np.float32)
+    matrix = GalleryMatrix(1, [f"p{i}" for i in range(5000)], np.arange(5000), vectors)
+    for _ in range(5):
+        query = rng.normal(size=128).astype(np.float32)
+        distances = np.linalg.norm(vectors - query, axis=1)
+        name, distance = matrix.nearest(query)
+        assert name == f"p{int(distances.argmin())}"
+        assert abs(distance - float(distances.min())) < 1e-3

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from server.app import create_app
 from server.keys import KeyStore
-from tests.conftest import encode
+from tests.conftest import encode, make_settings
 
 URL = "/api/v2/"
 
@@ -120,9 +122,19 @@ def test_quota_402_after_421_and_before_file_checks(
     assert call(client, {"apikey": empty, "type": "cache"})["status"] == 200
 
 
+@pytest.fixture
+def client_without_text(tmp_path) -> Iterator[TestClient]:
+    """A server whose detect_text model is configured but not installed."""
+    settings = make_settings(tmp_path / "data", detect_text_model="not-installed")
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
 def test_file_checks_413_415_412_then_503(
-    client: TestClient, apikey: str, small_jpeg: bytes
+    client_without_text: TestClient, small_jpeg: bytes
 ) -> None:
+    client = client_without_text
+    apikey = KeyStore(client.app.state.service.keys.engine).create("tester")
     body = call(client, {"apikey": apikey, "type": "detect_faces"}, b"%PDF-1.4 not an image")
     assert (body["status"], body["status_message"]) == (415, "Invalid file format")
     half = small_jpeg[: len(small_jpeg) // 2]
@@ -130,19 +142,22 @@ def test_file_checks_413_415_412_then_503(
     assert (body["status"], body["status_message"]) == (412, "Invalid file")
     assert call(client, {"apikey": apikey, "type": "detect_faces"}, b"")["status"] == 412
     # A type with no model on this server: the image checks come first, then 503.
-    body = call(client, {"apikey": apikey, "type": "celebrities"}, small_jpeg[:300])
+    body = call(client, {"apikey": apikey, "type": "detect_text"}, small_jpeg[:300])
     assert body["status"] == 412
-    body = call(client, {"apikey": apikey, "type": "celebrities"}, small_jpeg)
+    body = call(client, {"apikey": apikey, "type": "detect_text"}, small_jpeg)
     assert body["status"] == 503 and body["status_message"].startswith("Service unavailable")
+    assert "not-installed" in body["status_message"]
 
 
 def test_failed_requests_are_not_charged(
-    client: TestClient, keys: KeyStore, small_jpeg: bytes
+    client_without_text: TestClient, small_jpeg: bytes
 ) -> None:
+    client = client_without_text
+    keys = KeyStore(client.app.state.service.keys.engine)
     key = keys.create("two-left", quota=2)
     for bad in (b"GIF89a", small_jpeg[:200], b""):
         assert call(client, {"apikey": key, "type": "detect_faces"}, bad)["status"] in (412, 415)
-    assert call(client, {"apikey": key, "type": "celebrities"}, small_jpeg)["status"] == 503
+    assert call(client, {"apikey": key, "type": "detect_text"}, small_jpeg)["status"] == 503
     first = call(client, {"apikey": key, "type": "detect_faces"}, small_jpeg)
     assert (first["status"], first["data"]["quota"]) == (200, 1)
     second = call(client, {"apikey": key, "type": "detect_faces"}, small_jpeg)
