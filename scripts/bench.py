@@ -1,0 +1,284 @@
+"""Benchmark of every type: the raw in-process pipeline, this server over HTTP, and a naive
+server (scripts/naive_server.py: decode and run the model per request, no batching).
+
+Usage (from the repository root, after `make setup`):
+
+    .venv/bin/python scripts/bench.py                       # all types, concurrency 1 4 16 64
+    .venv/bin/python scripts/bench.py --types objects nsfw --concurrency 1 16 --requests 64
+
+For each type it measures, on the same images and interleaved (server, naive, server, ...):
+(a) the raw pipeline (decode, preprocess, predict, postprocess in one thread) at batch sizes
+1, 2, 4 and 8, keeping the best; (b) the server at each concurrency; (c) the naive server at
+each concurrency. It prints a table, and writes bench-results/bench.json and bench.png.
+Every request carries a different image, so no answer comes from stored results. On a GPU
+machine the same command measures CUDA (both servers choose CUDA when present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import requests  # noqa: E402
+from PIL import Image  # noqa: E402
+
+TYPES = ("objects", "detect_faces", "nsfw", "detect_text", "celebrities")
+PARAMS = {
+    "objects": {"max_labels": 10, "min_confidence": 30},
+    "nsfw": {"nsfw_min_confidence": 0},
+}
+
+
+def base_images() -> list[Image.Image]:
+    import skimage.data
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as handle:
+        hopper = Image.open(handle).convert("RGB")
+    photos = [
+        Image.fromarray(skimage.data.astronaut()),
+        Image.fromarray(skimage.data.coffee()),
+        Image.fromarray(skimage.data.chelsea()),
+        hopper,
+    ]
+    return [photo.resize((1024, 768), Image.Resampling.BICUBIC) for photo in photos]
+
+
+def distinct_jpegs(count: int) -> list[bytes]:
+    """``count`` different 1024 x 768 JPEGs (a one-pixel change makes each unique)."""
+    bases = base_images()
+    out = []
+    for index in range(count):
+        image = bases[index % len(bases)].copy()
+        image.putpixel((index % 1024, (index // 1024) % 768), (index % 256, 0, 0))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    values = np.array(latencies)
+    return {f"p{p}": round(float(np.percentile(values, p)), 1) for p in (50, 95, 99)}
+
+
+def raw_pipeline(type_: str, images: list[bytes]) -> dict:
+    import torch
+
+    from models.device import choose_device, configure_torch_threads
+    from models.registry import default_model
+    from server.images import decode_image, inspect_image
+    from server.model_manager import ModelManager
+    from server.settings import Settings
+
+    settings = Settings(data_dir=Path(tempfile.mkdtemp()))
+    device = choose_device(settings.device)
+    configure_torch_threads(settings.torch_threads)
+    manager = ModelManager(settings, device)
+    model = default_model(type_, None, settings.resolved_model_dir)(device, manager.options(type_))
+    model.load()
+    params = PARAMS.get(type_, {})
+    results = {}
+    for batch in (1, 2, 4, 8):
+        chunk = images[: batch * max(1, 16 // batch)]
+        started = time.perf_counter()
+        for start in range(0, len(chunk), batch):
+            decoded = [
+                decode_image(d, inspect_image(d, 10**9), model.input_max_side)
+                for d in chunk[start : start + batch]
+            ]
+            items = [model.preprocess(image) for image in decoded]
+            outputs = model.predict(items)
+            for output, item, image in zip(outputs, items, decoded, strict=True):
+                model.postprocess(output, item, image, params)
+        elapsed = time.perf_counter() - started
+        results[batch] = {
+            "images_per_s": round(len(chunk) / elapsed, 2),
+            "ms_per_image": round(1000 * elapsed / len(chunk), 1),
+        }
+    del torch
+    best = max(results, key=lambda b: results[b]["images_per_s"])
+    return {
+        "by_batch": results,
+        "best_batch": best,
+        "best_images_per_s": results[best]["images_per_s"],
+        "batch1_ms": results[1]["ms_per_image"],
+    }
+
+
+class Server:
+    def __init__(self, command: list[str], env: dict[str, str], port: int):
+        self.url = f"http://127.0.0.1:{port}/api/v2/"
+        self.log = Path(tempfile.mkdtemp(prefix="bench-server-")) / "server.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                requests.get(self.url.replace("/api/v2/", "/docs"), timeout=1)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        raise RuntimeError(f"server did not start, see {self.log}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load(url: str, key: str, type_: str, images: list[bytes], concurrency: int) -> dict:
+    session_pool = [requests.Session() for _ in range(concurrency)]
+    fields = {"apikey": key, "type": type_, **PARAMS.get(type_, {})}
+
+    def one(index: int) -> tuple[float, int]:
+        session = session_pool[index % concurrency]
+        started = time.perf_counter()
+        response = session.post(url, data=fields, files={"file": images[index]}, timeout=300)
+        return (time.perf_counter() - started) * 1000, response.status_code
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, range(len(images))))
+    wall = time.perf_counter() - started
+    latencies = [ms for ms, status in results if status == 200]
+    return {
+        "concurrency": concurrency,
+        "requests": len(images),
+        "ok": len(latencies),
+        "throughput": round(len(latencies) / wall, 2),
+        **percentiles(latencies or [0.0]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--types", nargs="+", default=list(TYPES), choices=TYPES)
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16, 64])
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=0,
+        help="requests per level (default: max(16, 2 x concurrency))",
+    )
+    parser.add_argument("--out", default="bench-results")
+    args = parser.parse_args()
+    out = ROOT / args.out
+    out.mkdir(exist_ok=True)
+    report: dict = {"machine": {"cpus": os.cpu_count()}, "types": {}}
+
+    for type_ in args.types:
+        data_dir = Path(tempfile.mkdtemp(prefix="bench-"))
+        env = dict(os.environ, IMAGERECOGNIZE_DATA_DIR=str(data_dir), NAIVE_TYPE=type_)
+        python = sys.executable
+        key = subprocess.run(
+            [python, "-m", "server", "keys", "create", "--name", "bench"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        entry: dict = {"raw": raw_pipeline(type_, distinct_jpegs(16)), "server": [], "naive": []}
+        ours = Server(
+            [python, "-m", "server", "serve", "--port", str(port := free_port())], env, port
+        )
+        naive = Server(
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "scripts.naive_server:create_app",
+                "--port",
+                str(naive_port := free_port()),
+                "--log-level",
+                "warning",
+            ],
+            env,
+            naive_port,
+        )
+        try:
+            offset = 0
+            for concurrency in args.concurrency:
+                count = args.requests or max(16, 2 * concurrency)
+                for name, server in (("server", ours), ("naive", naive)):
+                    images = distinct_jpegs(offset + count)[offset:]
+                    offset += count
+                    load(server.url, key, type_, images[: min(4, count)], 1)  # warm-up
+                    entry[name].append(load(server.url, key, type_, images, concurrency))
+        finally:
+            ours.stop()
+            naive.stop()
+        report["types"][type_] = entry
+        print_type(type_, entry)
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    chart(report, out / "bench.png")
+    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+
+
+def print_type(type_: str, entry: dict) -> None:
+    raw = entry["raw"]
+    print(
+        f"\n{type_}: raw pipeline best {raw['best_images_per_s']} img/s at batch "
+        f"{raw['best_batch']}, batch-1 {raw['batch1_ms']} ms"
+    )
+    print(
+        f"{'concurrency':>11} {'server img/s':>12} {'naive img/s':>11} {'server p50':>10} "
+        f"{'p95':>7} {'p99':>7} {'naive p50':>9}"
+    )
+    for ours, naive in zip(entry["server"], entry["naive"], strict=True):
+        print(
+            f"{ours['concurrency']:>11} {ours['throughput']:>12} {naive['throughput']:>11} "
+            f"{ours['p50']:>10} {ours['p95']:>7} {ours['p99']:>7} {naive['p50']:>9}"
+        )
+
+
+def chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    types = list(report["types"])
+    figure, axes = plt.subplots(1, len(types), figsize=(4 * len(types), 3.5), squeeze=False)
+    for axis, type_ in zip(axes[0], types, strict=True):
+        entry = report["types"][type_]
+        levels = [r["concurrency"] for r in entry["server"]]
+        axis.plot(levels, [r["throughput"] for r in entry["server"]], "o-", label="server")
+        axis.plot(levels, [r["throughput"] for r in entry["naive"]], "s--", label="naive")
+        axis.axhline(
+            entry["raw"]["best_images_per_s"], color="gray", linestyle=":", label="raw pipeline"
+        )
+        axis.set_xscale("log", base=2)
+        axis.set_title(type_)
+        axis.set_xlabel("concurrency")
+        axis.set_ylabel("images / s")
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
