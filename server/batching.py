@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +75,9 @@ class Batcher:
         # One thread per model: model calls of one model never overlap.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model.name}")
         self._worker: asyncio.Task[None] | None = None
+        # Requests being decoded for this model: worth waiting for; with none, a lone request
+        # runs at once instead of paying max_wait_ms.
+        self._incoming = 0
 
     def start(self) -> None:
         if self._worker is None:
@@ -91,6 +94,15 @@ class Batcher:
             if not job.future.done():
                 job.future.set_exception(ModelUnavailableError("server shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Marks a request that will submit soon (while it is decoded and preprocessed)."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
 
     async def run_exclusive(self, func: Any, *args: Any) -> Any:
         """Runs ``func`` in the model's inference thread, between batches (for work on the
@@ -129,7 +141,7 @@ class Batcher:
             except asyncio.QueueEmpty:
                 pass
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self._incoming == 0:
                 break
             try:
                 jobs.append(await asyncio.wait_for(self._queue.get(), remaining))

@@ -10,10 +10,10 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from models.base import Analysis
+from models.base import Analysis, Recognizer
 from server.checks import CACHE_DEFAULT_LIMIT, CheckedRequest
 from server.errors import ApiError, ErrorKind, ModelUnavailableError
-from server.images import decode_image, inspect_image
+from server.images import DecodedImage, ImageInfo, decode_image, inspect_image
 from server.keys import KeyRecord, KeyStore
 from server.model_manager import ModelManager
 from server.results import ModelId, ResultStore, lookup_hash
@@ -76,12 +76,12 @@ class AnalysisService:
                 data = self._envelope(type_, stored.objects, stored.id, info, model_id, True)
                 data.update(stored.extra or {})
                 return data
-        max_side = batcher.model.input_max_side if batcher is not None else None
-        image = await self._in_pool(decode_image, data_bytes, info, max_side)
-        if unavailable is not None or batcher is None:
+        if batcher is None:
+            await self._in_pool(decode_image, data_bytes, info, None)  # 412 comes before 503
             raise unavailable or ModelUnavailableError(f"type {type_} is not available")
         model = batcher.model
-        item = await self._in_pool(model.preprocess, image)
+        with batcher.expecting():
+            image, item = await self._in_pool(self._prepare, model, data_bytes, info)
         output = await batcher.submit(item)
         result = await self._in_pool(model.postprocess, output, item, image, params)
         if not isinstance(result, Analysis):
@@ -92,6 +92,12 @@ class AnalysisService:
         data = self._envelope(type_, result.objects, result_id, info, model_id, False)
         data.update(result.extra)
         return data
+
+    @staticmethod
+    def _prepare(model: Recognizer, data: bytes, info: ImageInfo) -> tuple[DecodedImage, Any]:
+        """Decode and preprocess, in one trip to the pool."""
+        image = decode_image(data, info, model.input_max_side)
+        return image, model.preprocess(image)
 
     @staticmethod
     def _envelope(
