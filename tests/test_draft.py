@@ -1,0 +1,78 @@
+"""JPEG draft decoding: large JPEGs are decoded at a reduced DCT scale, and the boxes that
+come back in full-size pixels stay within 2 % of those from a full decode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from PIL import Image
+
+from models.faces import MtcnnFaceDetector
+from models.objects import SsdMobileNetV2Detector
+from server.images import decode_image, inspect_image
+from tests.conftest import encode
+
+
+def boxes(model, data: bytes, draft: bool, params: dict) -> list[dict]:
+    info = inspect_image(data, 10**9)
+    image = decode_image(data, info, model.input_max_side if draft else None)
+    if draft:
+        assert image.rgb.width < info.width  # really decoded smaller
+    item = model.preprocess(image)
+    (output,) = model.predict([item])
+    result = model.postprocess(output, item, image, params)
+    return result
+
+
+def within(a: dict, b: dict, width: int, height: int, share: float = 0.02) -> bool:
+    return (
+        abs(a["left"] - b["left"]) <= share * width
+        and abs(a["top"] - b["top"]) <= share * height
+        and abs(a["width"] - b["width"]) <= share * width
+        and abs(a["height"] - b["height"]) <= share * height
+    )
+
+
+@pytest.fixture(scope="module")
+def big_photo(astronaut: Image.Image, grace_hopper: Image.Image) -> tuple[bytes, int, int]:
+    canvas = Image.new("RGB", (1024 + 768, 1024), (110, 110, 110))
+    canvas.paste(astronaut.resize((1024, 1024), Image.Resampling.BICUBIC), (0, 0))
+    canvas.paste(grace_hopper.resize((768, 1000), Image.Resampling.BICUBIC), (1024, 0))
+    big = canvas.resize((canvas.width * 2, canvas.height * 2), Image.Resampling.BICUBIC)
+    return encode(big, quality=90), big.width, big.height
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tmp: MtcnnFaceDetector(torch.device("cpu")),
+        lambda tmp: SsdMobileNetV2Detector(torch.device("cpu"), {"model_dir": tmp}),
+    ],
+)
+def test_draft_boxes_match_full_decode(
+    make: Callable, big_photo: tuple[bytes, int, int], tmp_path
+) -> None:
+    model = make(tmp_path)
+    model.load()
+    data, width, height = big_photo
+    params = {"max_labels": 20, "min_confidence": 50}
+    full = boxes(model, data, False, params)
+    draft = boxes(model, data, True, params)
+    if isinstance(model, MtcnnFaceDetector):
+        pairs = list(zip(full, draft, strict=True))
+        assert len(pairs) == 2
+        for a, b in pairs:
+            assert within(a["box"], b["box"], width, height), (a, b)
+    else:
+        full_labels = {label["name"]: label for label in full if label["instances"]}
+        draft_labels = {label["name"]: label for label in draft if label["instances"]}
+        assert "person" in full_labels and full_labels.keys() == draft_labels.keys()
+        for name, label in full_labels.items():
+            # Instances may swap places when their confidences are close: match by box.
+            for instance in label["instances"]:
+                others = draft_labels[name]["instances"]
+                assert any(
+                    within(instance["box"], other["box"], width, height) for other in others
+                ), (name, instance, others)
