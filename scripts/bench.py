@@ -5,6 +5,7 @@ Usage (from the repository root, after `make setup`):
 
     .venv/bin/python scripts/bench.py                       # all types, concurrency 1 4 16 64
     .venv/bin/python scripts/bench.py --types objects nsfw --concurrency 1 16 --requests 64
+    .venv/bin/python scripts/bench.py --soak nsfw           # 2,000 requests, queue bound 32
 
 For each type it measures, on the same images and interleaved (server, naive, server, ...):
 (a) the raw pipeline (decode, preprocess, predict, postprocess in one thread) at batch sizes
@@ -172,6 +173,69 @@ def load(url: str, key: str, type_: str, images: list[bytes], concurrency: int) 
     }
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def soak(type_: str, total: int, concurrency: int, queue: int) -> None:
+    """``total`` requests at ``concurrency`` against a server whose queue holds ``queue``:
+    every answer must be 200 or 503, none may hang, and memory must come back."""
+    data_dir = Path(tempfile.mkdtemp(prefix="soak-"))
+    env = dict(
+        os.environ,
+        IMAGERECOGNIZE_DATA_DIR=str(data_dir),
+        IMAGERECOGNIZE_QUEUE_SIZE=str(queue),
+        IMAGERECOGNIZE_REQUEST_TIMEOUT_S="30",
+    )
+    key = subprocess.run(
+        [sys.executable, "-m", "server", "keys", "create", "--name", "soak"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    server = Server(
+        [sys.executable, "-m", "server", "serve", "--port", str(port := free_port())], env, port
+    )
+    try:
+        images = distinct_jpegs(64)
+        load(server.url, key, type_, images[:8], 1)  # load the model first
+        before = rss_mb(server.process.pid)
+        fields = {"apikey": key, "type": type_, **PARAMS.get(type_, {})}
+        statuses: dict[str, int] = {}
+
+        def one(index: int) -> str:
+            try:
+                response = requests.post(
+                    server.url,
+                    data=fields,
+                    files={"file": images[index % len(images)]},
+                    timeout=120,
+                )
+                return str(response.status_code)
+            except requests.RequestException as exc:
+                return type(exc).__name__
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            for status in pool.map(one, range(total)):
+                statuses[status] = statuses.get(status, 0) + 1
+        elapsed = time.perf_counter() - started
+        time.sleep(2)
+        after = rss_mb(server.process.pid)
+    finally:
+        server.stop()
+    print(
+        f"soak {type_}: {total} requests at concurrency {concurrency}, queue {queue}, "
+        f"{elapsed:.1f} s; answers {statuses}; server RSS {before:.0f} MB before, "
+        f"{after:.0f} MB after ({100 * (after - before) / before:+.1f} %)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--types", nargs="+", default=list(TYPES), choices=TYPES)
@@ -183,7 +247,16 @@ def main() -> None:
         help="requests per level (default: max(16, 2 x concurrency))",
     )
     parser.add_argument("--out", default="bench-results")
+    parser.add_argument(
+        "--soak",
+        metavar="TYPE",
+        choices=TYPES,
+        help="instead: 2,000 requests at concurrency 64, queue bound 32",
+    )
     args = parser.parse_args()
+    if args.soak:
+        soak(args.soak, total=2000, concurrency=64, queue=32)
+        return
     out = ROOT / args.out
     out.mkdir(exist_ok=True)
     report: dict = {"machine": {"cpus": os.cpu_count()}, "types": {}}
