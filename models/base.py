@@ -58,6 +58,9 @@ class Recognizer(ABC):
     name: ClassVar[str]  # model name, unique within its type
     source: ClassVar[WeightSource]
     weights: ClassVar[str]  # where the weight files come from, for `models list` and docs
+    # Whether the model computes with torch (then it runs in the process's one torch thread;
+    # ONNX Runtime models run in threads of their own).
+    uses_torch: ClassVar[bool] = True
     # Among the models of a type whose weights are present, the highest serves by default.
     preference: ClassVar[int] = 0
     # Longest image side the model needs; JPEGs are decoded in draft mode down to it.

@@ -1,4 +1,4 @@
-"""Choice of the inference device and of torch's thread count."""
+"""Choice of the inference device."""
 
 from __future__ import annotations
 
@@ -13,7 +13,3 @@ def choose_device(requested: str | None) -> torch.device:
             raise RuntimeError(f"device {requested!r} requested but CUDA is not available")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def configure_torch_threads(threads: int) -> None:
-    torch.set_num_threads(max(1, threads))

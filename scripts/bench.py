@@ -78,7 +78,7 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 def raw_pipeline(type_: str, images: list[bytes]) -> dict:
     import torch
 
-    from models.device import choose_device, configure_torch_threads
+    from models.device import choose_device
     from models.registry import default_model
     from server.images import decode_image, inspect_image
     from server.model_manager import ModelManager
@@ -86,7 +86,7 @@ def raw_pipeline(type_: str, images: list[bytes]) -> dict:
 
     settings = Settings(data_dir=Path(tempfile.mkdtemp()))
     device = choose_device(settings.device)
-    configure_torch_threads(settings.torch_threads)
+    torch.set_num_threads(settings.torch_threads)
     manager = ModelManager(settings, device)
     model = default_model(type_, None, settings.resolved_model_dir)(device, manager.options(type_))
     model.load()

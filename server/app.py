@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.device import choose_device, configure_torch_threads
+from models.device import choose_device
 from server import __version__
 from server.api import envelope, router
 from server.db import init_db, make_engine
@@ -60,9 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.resolved_database_url)
         await asyncio.to_thread(init_db, engine)
-        device = choose_device(settings.device)
-        if device.type == "cpu":
-            configure_torch_threads(settings.torch_threads)
+        device = choose_device(settings.device)  # torch's threads: see ModelManager
         models = ModelManager(settings, device, Gallery(engine))
         service = AnalysisService(
             settings, KeyStore(engine), ResultStore(engine, settings.result_retention_days), models

@@ -66,14 +66,19 @@ class Batcher:
         max_wait_ms: float,
         queue_size: int,
         timeout_s: float,
+        executor: ThreadPoolExecutor | None = None,
     ):
         self.model = model
         self.max_batch_size = max(1, max_batch_size)
         self.max_wait_s = max(0.0, max_wait_ms) / 1000.0
         self.timeout_s = timeout_s
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max(1, queue_size))
-        # One thread per model: model calls of one model never overlap.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model.name}")
+        # One thread runs the model's calls, so they never overlap; models may share one
+        # (see ModelManager: all torch models share a thread).
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"infer-{model.name}"
+        )
         self._worker: asyncio.Task[None] | None = None
         # Requests being decoded for this model: worth waiting for; with none, a lone request
         # runs at once instead of paying max_wait_ms.
@@ -93,7 +98,8 @@ class Batcher:
             job = self._queue.get_nowait()
             if not job.future.done():
                 job.future.set_exception(ModelUnavailableError("server shutting down"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     @contextlib.contextmanager
     def expecting(self) -> Iterator[None]:

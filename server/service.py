@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import torch
 from starlette.concurrency import run_in_threadpool
 
 from models.base import Analysis, Recognizer
@@ -32,8 +33,13 @@ class AnalysisService:
         self.keys = keys
         self.results = results
         self.models = models
+        # One torch thread each: small torch work here (e.g. NMS) must not start OpenMP teams
+        # beside the inference thread's (see ModelManager.torch_thread).
         self.decode_pool = ThreadPoolExecutor(
-            max_workers=max(1, settings.decode_threads), thread_name_prefix="decode"
+            max_workers=max(1, settings.decode_threads),
+            thread_name_prefix="decode",
+            initializer=torch.set_num_threads,
+            initargs=(1,),
         )
 
     async def _in_pool(self, func: Any, *args: Any) -> Any:
