@@ -173,6 +173,14 @@ def load(url: str, key: str, type_: str, images: list[bytes], concurrency: int) 
     }
 
 
+def create_key(env: dict[str, str], name: str) -> str:
+    """A new unlimited key in the data folder that ``env`` names."""
+    command = [sys.executable, "-m", "server", "keys", "create", "--name", name]
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -190,14 +198,7 @@ def soak(type_: str, total: int, concurrency: int, queue: int) -> None:
         IMAGERECOGNIZE_QUEUE_SIZE=str(queue),
         IMAGERECOGNIZE_REQUEST_TIMEOUT_S="30",
     )
-    key = subprocess.run(
-        [sys.executable, "-m", "server", "keys", "create", "--name", "soak"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    key = create_key(env, "soak")
     server = Server(
         [sys.executable, "-m", "server", "serve", "--port", str(port := free_port())], env, port
     )
@@ -265,14 +266,7 @@ def main() -> None:
         data_dir = Path(tempfile.mkdtemp(prefix="bench-"))
         env = dict(os.environ, IMAGERECOGNIZE_DATA_DIR=str(data_dir), NAIVE_TYPE=type_)
         python = sys.executable
-        key = subprocess.run(
-            [python, "-m", "server", "keys", "create", "--name", "bench"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        key = create_key(env, "bench")
         entry: dict = {"raw": raw_pipeline(type_, distinct_jpegs(16)), "server": [], "naive": []}
         ours = Server(
             [python, "-m", "server", "serve", "--port", str(port := free_port())], env, port

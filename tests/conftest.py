@@ -87,6 +87,19 @@ def apikey(keys: KeyStore) -> str:
     return keys.create("tester")
 
 
+def run_cli(data_dir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`imagerecognize ARGS` on the data folder ``data_dir``."""
+    env = dict(os.environ, IMAGERECOGNIZE_DATA_DIR=str(data_dir))
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

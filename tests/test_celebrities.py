@@ -3,9 +3,6 @@ it with dlib's descriptor on MTCNN faces."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from models.celebrities import FacenetFaceRecognizer
 from server.app import create_app
 from server.keys import KeyStore
 from server.settings import Settings
-from tests.conftest import ROOT, encode, make_settings
+from tests.conftest import encode, make_settings, run_cli
 
 URL = "/api/v2/"
 GALLERY = "/api/v2/gallery/"
@@ -188,18 +185,6 @@ def test_gallery_list_remove_and_restart(
         )
         result = celebrities(client, apikey, encode(astronaut))
         assert result["objects"] == [] and len(result["unrecognized"]) == 1
-
-
-def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, IMAGERECOGNIZE_DATA_DIR=str(data_dir))
-    return subprocess.run(
-        [sys.executable, "-m", "server", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_gallery_cli(
