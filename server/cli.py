@@ -130,9 +130,7 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
     serving = {}
     for type_ in API_TYPES:
         try:
-            cls = default_model(
-                type_, getattr(settings, f"{type_}_model", None), settings.resolved_model_dir
-            )
+            cls = default_model(type_, settings.model_for(type_), settings.resolved_model_dir)
         except LookupError as exc:
             print(f"error: {exc}", file=sys.stderr)
             cls = None

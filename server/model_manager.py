@@ -69,7 +69,7 @@ class ModelManager:
             self._slots[type_] = _Slot(type_, cls)
 
     def _configured_name(self, type_: str) -> str | None:
-        return getattr(self.settings, f"{type_}_model", None)
+        return self.settings.model_for(type_)
 
     def options(self, type_: str) -> dict[str, Any]:
         faces = {

@@ -106,13 +106,28 @@ class Settings(BaseSettings):
         960,
         description="Longest side of the image the text detector sees (PP-OCRv4 DB).",
     )
-    detect_faces_model: str | None = Field(
+    faces_model: str | None = Field(
         None, description="Model answering detect_faces (see `imagerecognize models list`)."
     )
-    objects_model: str | None = Field(None, description="Model answering objects.")
-    detect_text_model: str | None = Field(None, description="Model answering detect_text.")
+    objects_model: str | None = Field(
+        None,
+        description="Model answering objects: ssd_mobilenet_v2 or "
+        "faster_rcnn_resnet50_fpn_v2. Default: the best whose weights are present.",
+    )
+    text_model: str | None = Field(None, description="Model answering detect_text.")
     nsfw_model: str | None = Field(None, description="Model answering nsfw.")
-    celebrities_model: str | None = Field(None, description="Model answering celebrities.")
+    celebrities_model: str | None = Field(
+        None,
+        description="Face descriptor answering celebrities: dlib_resnet or "
+        "facenet_vggface2 (run `imagerecognize gallery reindex` after a switch).",
+    )
+
+    def model_for(self, type_: str) -> str | None:
+        """The model configured for an API type, if any."""
+        setting = {"detect_faces": "faces_model", "detect_text": "text_model"}.get(
+            type_, f"{type_}_model"
+        )
+        return getattr(self, setting, None)
 
     @property
     def resolved_model_dir(self) -> Path:

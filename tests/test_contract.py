@@ -125,7 +125,7 @@ def test_quota_402_after_421_and_before_file_checks(
 @pytest.fixture
 def client_without_text(tmp_path) -> Iterator[TestClient]:
     """A server whose detect_text model is configured but not installed."""
-    settings = make_settings(tmp_path / "data", detect_text_model="not-installed")
+    settings = make_settings(tmp_path / "data", text_model="not-installed")
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
