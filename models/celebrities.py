@@ -58,6 +58,10 @@ class FaceRecognizer(Recognizer):
         self.input_max_side = self.detector.input_max_side
         self._shape_predictor: Any = None
 
+    @property
+    def version(self) -> str:
+        return f"mtcnn+{self.descriptor_name}/t{self.threshold:g}"
+
     @abstractmethod
     def load_descriptor(self) -> None: ...
 
@@ -164,10 +168,6 @@ class DlibFaceRecognizer(FaceRecognizer):
             )
         )
 
-    @property
-    def version(self) -> str:
-        return f"mtcnn+{self.descriptor_name}/t{self.threshold:g}"
-
     def load_descriptor(self) -> None:
         import dlib
 
@@ -210,10 +210,6 @@ class FacenetFaceRecognizer(FaceRecognizer):
         return cls.weights_file(model_dir).is_file() and DlibFaceRecognizer.weights_present(
             model_dir
         )
-
-    @property
-    def version(self) -> str:
-        return f"mtcnn+{self.descriptor_name}/t{self.threshold:g}"
 
     def load_descriptor(self) -> None:
         from facenet_pytorch import InceptionResnetV1

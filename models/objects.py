@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from PIL import Image
 from models.base import Recognizer, WeightSource, confidence, package_dir
 from models.coco import COCO_LABELS
 from models.faces import box_dict
+from models.fetch import sha256_of
 from models.registry import register
 from models.ssd_mobilenet import (
     SSDMobileNetV2,
@@ -80,20 +80,12 @@ def merge_labels(
     return ordered[:max_labels]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cached_conversion(
     source: Path, target: Path, convert: Callable[[Path], dict[str, Any]]
 ) -> dict[str, Any]:
     """``convert(source)``, kept in ``target`` and reused while the source file's sha256 is
     the one it was converted from."""
-    source_hash = file_sha256(source)
+    source_hash = sha256_of(source)
     if target.is_file():
         saved = torch.load(target, map_location="cpu", weights_only=True)
         if saved.get("source_sha256") == source_hash:

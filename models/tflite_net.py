@@ -43,7 +43,9 @@ class TfliteNet(nn.Module):
         self.layers = nn.ModuleDict()
         for position, op in enumerate(plan):
             if op["op"] == "conv":
-                layer = SameConv(
+                # TF "SAME" padding depends on the input size; "VALID" is plain Conv2d.
+                conv_class = SameConv if op["padding"] == "same" else nn.Conv2d
+                layer = conv_class(
                     op["in_channels"],
                     op["out_channels"],
                     tuple(op["kernel"]),
@@ -51,15 +53,6 @@ class TfliteNet(nn.Module):
                     groups=op["groups"],
                     bias=True,
                 )
-                if op["padding"] == "valid":
-                    layer = nn.Conv2d(
-                        op["in_channels"],
-                        op["out_channels"],
-                        tuple(op["kernel"]),
-                        tuple(op["stride"]),
-                        groups=op["groups"],
-                        bias=True,
-                    )
                 self.layers[str(position)] = layer
             elif op["op"] == "fully_connected":
                 self.layers[str(position)] = nn.Linear(op["in_features"], op["out_features"])

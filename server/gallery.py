@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -210,10 +210,6 @@ class Gallery:
                     )
                 )
             self._bump(session)
-
-    def count_faces(self) -> int:
-        with Session(self.engine) as session:
-            return int(session.scalar(select(func.count(GalleryFace.id))) or 0)
 
     def matrix(self, model: str) -> GalleryMatrix:
         """The descriptors of ``model``, from memory while the gallery is unchanged."""

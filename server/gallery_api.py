@@ -21,7 +21,7 @@ from server.api import envelope, error_response, internal_error
 from server.errors import ApiError, ErrorKind
 from server.gallery import GalleryError, enrolment_faces
 from server.service import AnalysisService
-from server.upload import UploadTooLargeError, read_upload
+from server.upload import Upload, UploadTooLargeError, read_upload
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ TYPE = "celebrities"
 
 
 async def _guarded(
-    request: Request, work: Callable[[AnalysisService, dict[str, str]], Awaitable[Any]]
+    request: Request, work: Callable[[AnalysisService, Upload], Awaitable[Any]]
 ) -> JSONResponse:
     service: AnalysisService = request.app.state.service
     try:
@@ -44,8 +44,7 @@ async def _guarded(
         key = await run_in_threadpool(service.keys.authenticate, apikey)
         if key is None or not key.is_admin:
             raise ApiError(ErrorKind.APIKEY_INVALID)
-        request.state.upload = upload
-        data = await work(service, upload.fields)
+        data = await work(service, upload)
         return envelope(200, "OK", data)
     except GalleryError as exc:
         return error_response(ApiError(ErrorKind.INVALID_PARAMETER, str(exc)))
@@ -59,11 +58,11 @@ async def _guarded(
 
 @router.post("/api/v2/gallery/")
 async def enrol(request: Request) -> JSONResponse:
-    async def work(service: AnalysisService, fields: dict[str, str]) -> Any:
-        name = fields.get("name", "").strip()
+    async def work(service: AnalysisService, upload: Upload) -> Any:
+        name = upload.fields.get("name", "").strip()
         if not name:
             raise ApiError(ErrorKind.INVALID_PARAMETER, "name (missing)")
-        photos = request.state.upload.files
+        photos = upload.files
         if not photos:
             raise ApiError(ErrorKind.INVALID_PARAMETER, "file (missing)")
         batcher = await service.models.batcher(TYPE)
@@ -80,7 +79,7 @@ async def enrol(request: Request) -> JSONResponse:
 
 @router.get("/api/v2/gallery/")
 async def people(request: Request) -> JSONResponse:
-    async def work(service: AnalysisService, fields: dict[str, str]) -> Any:
+    async def work(service: AnalysisService, upload: Upload) -> Any:
         cls = service.models.model_class(TYPE)
         return {
             "people": await run_in_threadpool(service.models.gallery.people, cls.descriptor_name)
@@ -91,7 +90,7 @@ async def people(request: Request) -> JSONResponse:
 
 @router.delete("/api/v2/gallery/{name}")
 async def remove_person(request: Request, name: str) -> JSONResponse:
-    async def work(service: AnalysisService, fields: dict[str, str]) -> Any:
+    async def work(service: AnalysisService, upload: Upload) -> Any:
         await run_in_threadpool(service.models.gallery.remove_person, name)
         return {"removed": name}
 
@@ -100,7 +99,7 @@ async def remove_person(request: Request, name: str) -> JSONResponse:
 
 @router.delete("/api/v2/gallery/{name}/faces/{face_id}")
 async def remove_face(request: Request, name: str, face_id: int) -> JSONResponse:
-    async def work(service: AnalysisService, fields: dict[str, str]) -> Any:
+    async def work(service: AnalysisService, upload: Upload) -> Any:
         await run_in_threadpool(service.models.gallery.remove_face, name, face_id)
         return {"removed": {"name": name, "face": face_id}}
 
