@@ -28,7 +28,15 @@ def register(cls: type[Recognizer]) -> type[Recognizer]:
 
 def _load_builtin_models() -> None:
     # Imported here so that each model module registers itself exactly once.
-    from models import celebrities, faces, faster_rcnn, nsfw, objects, text  # noqa: F401
+    from models import (  # noqa: F401
+        celebrities,
+        easyocr_text,
+        faces,
+        faster_rcnn,
+        nsfw,
+        objects,
+        text,
+    )
 
 
 def recognizer_class(type_: str, name: str) -> type[Recognizer]:

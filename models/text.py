@@ -63,9 +63,55 @@ class TextLine:
     quad: np.ndarray  # in the input image's pixels
 
 
-@register
-class PpOcrV4TextReader(Recognizer):
+class TextReader(Recognizer):
+    """What every detect_text model shares: lines merged from boxes on one baseline, and the
+    API's text objects in displayed-image pixels."""
+
     type: ClassVar[str] = "detect_text"
+
+    @staticmethod
+    def merge_lines(boxes: list[TextBox]) -> list[TextLine]:
+        lines = []
+        for group in group_lines(boxes):
+            text = " ".join(box.text.strip() for box in group)
+            score = float(np.mean([box.confidence for box in group]))
+            if len(group) == 1:
+                quad = group[0].quad
+            else:
+                first, last = group[0].quad, group[-1].quad
+                quad = np.array([first[0], last[1], last[2], first[3]], dtype=np.float32)
+            lines.append(TextLine(text, score, quad))
+        return lines
+
+    def postprocess(
+        self,
+        output: list[TextLine],
+        item: TextInput,
+        image: DecodedImage,
+        params: dict[str, Any],
+    ) -> Analysis:
+        scale = image.scale
+        width, height = image.info.width, image.info.height
+        objects = []
+        for line in output:
+            quad = line.quad / scale
+            xs, ys = quad[:, 0], quad[:, 1]
+            objects.append(
+                {
+                    "text": line.text,
+                    "confidence": confidence(line.confidence),
+                    "box": box_dict(xs.min(), ys.min(), xs.max(), ys.max(), width, height),
+                    "polygon": [
+                        [min(max(round(x), 0), width), min(max(round(y), 0), height)]
+                        for x, y in quad.tolist()
+                    ],
+                }
+            )
+        return Analysis(objects, {"text": "\n".join(line["text"] for line in objects)})
+
+
+@register
+class PpOcrV4TextReader(TextReader):
     name: ClassVar[str] = "pp_ocrv4"
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     uses_torch: ClassVar[bool] = False
@@ -153,7 +199,7 @@ class PpOcrV4TextReader(Recognizer):
         for (index, quad), (text, score) in zip(owners, texts, strict=True):
             if text.strip() and score >= MIN_LINE_CONFIDENCE:
                 results[index].append(TextBox(quad, text, score))
-        return [self._lines(boxes) for boxes in results]
+        return [self.merge_lines(boxes) for boxes in results]
 
     def read_lines(self, crops: list[Image.Image]) -> list[tuple[str, float]]:
         """Angle classification, then ONE recognition call over every crop. A crop the
@@ -203,43 +249,3 @@ class PpOcrV4TextReader(Recognizer):
                 line = ctc_decode(probability, self.characters, frames)
                 out[i] = (line.text, line.confidence)
         return out
-
-    @staticmethod
-    def _lines(boxes: list[TextBox]) -> list[TextLine]:
-        lines = []
-        for group in group_lines(boxes):
-            text = " ".join(box.text.strip() for box in group)
-            score = float(np.mean([box.confidence for box in group]))
-            if len(group) == 1:
-                quad = group[0].quad
-            else:
-                first, last = group[0].quad, group[-1].quad
-                quad = np.array([first[0], last[1], last[2], first[3]], dtype=np.float32)
-            lines.append(TextLine(text, score, quad))
-        return lines
-
-    def postprocess(
-        self,
-        output: list[TextLine],
-        item: TextInput,
-        image: DecodedImage,
-        params: dict[str, Any],
-    ) -> Analysis:
-        scale = image.scale
-        width, height = image.info.width, image.info.height
-        objects = []
-        for line in output:
-            quad = line.quad / scale
-            xs, ys = quad[:, 0], quad[:, 1]
-            objects.append(
-                {
-                    "text": line.text,
-                    "confidence": confidence(line.confidence),
-                    "box": box_dict(xs.min(), ys.min(), xs.max(), ys.max(), width, height),
-                    "polygon": [
-                        [min(max(round(x), 0), width), min(max(round(y), 0), height)]
-                        for x, y in quad.tolist()
-                    ],
-                }
-            )
-        return Analysis(objects, {"text": "\n".join(line["text"] for line in objects)})

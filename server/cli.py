@@ -170,7 +170,7 @@ def cmd_models_fetch(args: argparse.Namespace, settings: Settings) -> int:
         entry = manifest[name]
         if args.sha256:
             entry = dataclasses.replace(entry, sha256=args.sha256.lower())
-        elif not entry.sha256 and not entry.sha256_prefix:
+        elif not entry.has_digest():
             print(
                 f"error: no checksum is known for {name}: pass --sha256 with the "
                 f"publisher's digest",

@@ -88,7 +88,11 @@ class ModelManager:
         if type_ == "objects":
             return {"model_dir": self.settings.resolved_model_dir}
         if type_ == "detect_text":
-            return {"threads": self.settings.onnx_threads, "max_side": self.settings.text_max_side}
+            return {
+                "threads": self.settings.onnx_threads,
+                "max_side": self.settings.text_max_side,
+                "model_dir": self.settings.resolved_model_dir,
+            }
         if type_ == "nsfw":
             return {"threads": self.settings.onnx_threads}
         return {}

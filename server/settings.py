@@ -104,7 +104,8 @@ class Settings(BaseSettings):
     )
     text_max_side: int = Field(
         960,
-        description="Longest side of the image the text detector sees (PP-OCRv4 DB).",
+        description="Longest side of the image the text detector sees (PP-OCRv4's DB, "
+        "EasyOCR's CRAFT canvas).",
     )
     faces_model: str | None = Field(
         None, description="Model answering detect_faces (see `imagerecognize models list`)."
@@ -114,7 +115,11 @@ class Settings(BaseSettings):
         description="Model answering objects: ssd_mobilenet_v2 or "
         "faster_rcnn_resnet50_fpn_v2. Default: the best whose weights are present.",
     )
-    text_model: str | None = Field(None, description="Model answering detect_text.")
+    text_model: str | None = Field(
+        None,
+        description="Model answering detect_text: pp_ocrv4 (packaged) or easyocr (needs "
+        "`imagerecognize models fetch easyocr_craft_mlt_25k easyocr_english_g2`).",
+    )
     nsfw_model: str | None = Field(None, description="Model answering nsfw.")
     celebrities_model: str | None = Field(
         None,

@@ -1,11 +1,14 @@
-"""Fetched weights: `models fetch` checks the sha256 of what it downloads, and the fetched
-Faster R-CNN loads a state dict of the official format from the model folder."""
+"""Fetched weights: `models fetch` checks the digest of what it downloads (and takes it out
+of the publisher's zip), and the fetched models (Faster R-CNN, EasyOCR) load files of the
+official format from the model folder."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import threading
+import zipfile
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -15,6 +18,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from models.easyocr_text import EasyOcrTextReader
 from models.faster_rcnn import FasterRcnnDetector
 from models.fetch import FetchError, ManifestEntry, fetch
 from server.app import create_app
@@ -93,3 +97,82 @@ def test_fetched_faster_rcnn_answers_through_the_api(
     assert all(label["confidence"] >= 1 for label in labels)
     # The packaged classifier still names the whole image.
     assert any(label["instances"] == [] for label in labels)
+
+
+def test_fetch_takes_the_file_out_of_a_zip_and_checks_its_md5(file_server, tmp_path: Path) -> None:
+    base, folder = file_server
+    payload = b"craft weights " * 50_000
+    with zipfile.ZipFile(folder / "craft.zip", "w") as bundle:
+        bundle.writestr("craft.pth", payload)
+    entry = ManifestEntry(
+        "craft",
+        f"{base}/craft.zip",
+        "craft.pth",
+        md5=hashlib.md5(payload).hexdigest(),
+        archive_member="craft.pth",
+    )
+    stored = fetch(entry, tmp_path / "models")
+    assert stored.read_bytes() == payload
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["craft.pth"]
+    # A zip whose file differs from the publisher's md5 leaves nothing behind.
+    stored.unlink()
+    wrong = dataclasses.replace(entry, md5=hashlib.md5(b"other").hexdigest())
+    with pytest.raises(FetchError, match="md5 mismatch"):
+        fetch(wrong, tmp_path / "models")
+    missing = dataclasses.replace(entry, archive_member="english.pth")
+    with pytest.raises(FetchError, match=r"not a zip holding english\.pth"):
+        fetch(missing, tmp_path / "models")
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def make_easyocr_weights(model_dir: Path) -> None:
+    """Files in the format of EasyOCR's own (DataParallel state dicts), with made-up values
+    chosen so that the whole picture is one text region read as "A": random values alone find
+    no text, and this way every stage runs."""
+    from easyocr.config import recognition_models
+    from easyocr.craft import CRAFT
+    from easyocr.model.vgg_model import Model
+
+    torch.manual_seed(0)
+    detector = CRAFT()
+    with torch.no_grad():
+        detector.conv_cls[-1].weight.zero_()
+        detector.conv_cls[-1].bias.fill_(1.0)  # text and link scores above every threshold
+    characters = recognition_models["gen2"]["english_g2"]["characters"]
+    recogniser = Model(
+        num_class=len(characters) + 1, input_channel=1, output_channel=256, hidden_size=256
+    )
+    with torch.no_grad():
+        recogniser.Prediction.weight.zero_()
+        recogniser.Prediction.bias.zero_()
+        recogniser.Prediction.bias[1 + characters.index("A")] = 10.0  # class 0 is CTC's blank
+    for network, path in zip(
+        (detector, recogniser), EasyOcrTextReader.weights_files(model_dir), strict=True
+    ):
+        torch.save({f"module.{k}": v for k, v in network.state_dict().items()}, path)
+
+
+def test_fetched_easyocr_answers_through_the_api(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", text_model="easyocr")
+    model_dir = settings.resolved_model_dir
+    model_dir.mkdir(parents=True)
+    make_easyocr_weights(model_dir)
+    image = Image.new("RGB", (400, 120), "white")
+    with TestClient(create_app(settings)) as client:
+        key = KeyStore(client.app.state.service.keys.engine).create("easyocr")
+        response = client.post(
+            "/api/v2/",
+            data={"apikey": key, "type": "detect_text"},
+            files={"file": encode(image)},
+        )
+    body = response.json()
+    assert response.status_code == body["status"] == 200, body
+    data = body["data"]
+    assert data["model"]["name"] == "easyocr"
+    assert data["text"] == "A"
+    (line,) = data["objects"]
+    assert line["text"] == "A" and line["confidence"] > 90
+    box = line["box"]
+    # The one region is the whole picture, in the picture's own pixels.
+    assert box["left"] <= 10 and box["top"] <= 10
+    assert box["left"] + box["width"] >= 390 and box["top"] + box["height"] >= 110
