@@ -19,6 +19,7 @@ import torch
 from starlette.concurrency import run_in_threadpool
 
 from models.base import Recognizer
+from models.device import set_thread_torch_threads
 from models.registry import API_TYPES, default_model
 from server.batching import Batcher
 from server.errors import ModelUnavailableError
@@ -53,7 +54,7 @@ class ModelManager:
         self.torch_thread = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="torch",
-            initializer=torch.set_num_threads,
+            initializer=set_thread_torch_threads,
             initargs=(max(1, settings.torch_threads),),
         )
         self._slots: dict[str, _Slot] = {}

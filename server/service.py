@@ -8,10 +8,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import torch
 from starlette.concurrency import run_in_threadpool
 
 from models.base import Analysis, Recognizer
+from models.device import set_thread_torch_threads
 from server.checks import CACHE_DEFAULT_LIMIT, CheckedRequest
 from server.errors import ApiError, ErrorKind, ModelUnavailableError
 from server.images import DecodedImage, ImageInfo, decode_image, inspect_image
@@ -38,7 +38,7 @@ class AnalysisService:
         self.decode_pool = ThreadPoolExecutor(
             max_workers=max(1, settings.decode_threads),
             thread_name_prefix="decode",
-            initializer=torch.set_num_threads,
+            initializer=set_thread_torch_threads,
             initargs=(1,),
         )
 
