@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -19,6 +21,8 @@ from server.upload import Upload, UploadTooLargeError, read_upload
 log = logging.getLogger(__name__)
 
 router = APIRouter()
+
+T = TypeVar("T")
 
 
 def envelope(status: int, message: str, data: Any = None, headers: dict[str, str] | None = None):
@@ -72,6 +76,28 @@ async def _too_large(service: AnalysisService, upload: Upload, is_get: bool) -> 
     return ApiError(ErrorKind.IMAGE_TOO_LARGE)
 
 
+async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Runs ``work`` (after the body has been read) and cancels it if the client goes away
+    first: a request still waiting for its model is dropped before the model call, and
+    quota reserved for it is refunded. uvicorn itself lets such a handler run to the end."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled():
+            raise  # cancelled from outside, not by the client leaving
+        raise ApiError(ErrorKind.CLIENT_CLOSED) from None
+    finally:
+        watcher.cancel()
+
+
 async def handle(request: Request) -> JSONResponse:
     service: AnalysisService = request.app.state.service
     request_id = uuid.uuid4().hex[:16]
@@ -85,9 +111,11 @@ async def handle(request: Request) -> JSONResponse:
         if checked.type == CACHE_TYPE:
             data = await service.cache(key, checked)
         else:
-            data = await service.analyze(key, checked)
+            data = await until_disconnected(request, service.analyze(key, checked))
         return envelope(200, "OK", data)
     except ApiError as error:
+        if error.kind is ErrorKind.CLIENT_CLOSED:
+            log.info("request %s: client left before its answer; dropped, refunded", request_id)
         return error_response(error)
     except Exception:
         log.exception("request %s failed", request_id)

@@ -20,6 +20,9 @@ class ErrorKind(Enum):
     FORBIDDEN = (403, "Forbidden")
     NOT_FOUND = (404, "Not found")
     UNAVAILABLE = (503, "Service unavailable")
+    # Never delivered (nginx's code): it names, in the access log, a request whose client
+    # left before its answer; the analysis was dropped and its quota refunded.
+    CLIENT_CLOSED = (499, "Client closed request")
     INTERNAL = (500, "Internal error")
 
     @property

@@ -181,3 +181,47 @@ def test_51mb_file_via_requests(live_server: LiveServer, apikey: str) -> None:
     except requests.ConnectionError:
         pytest.skip("the client was cut off while sending, as the server stopped reading")
     assert response.status_code == 413 and response.json()["status"] == 413
+
+
+def test_a_request_whose_client_left_is_dropped_and_refunded(
+    live_server: LiveServer, keys: KeyStore, astronaut: Image.Image
+) -> None:
+    key = keys.create("leaver", quota=100)
+    base = astronaut.resize((1024, 1024))
+
+    def distinct(index: int) -> bytes:
+        image = base.copy()
+        image.putpixel((index, 0), (index, 0, 0))
+        return encode(image)
+
+    fields = {"apikey": key, "type": "objects", "max_labels": "5", "min_confidence": "50"}
+
+    def busy(index: int) -> int:
+        response = requests.post(
+            live_server.url, data=fields, files={"file": distinct(index)}, timeout=120
+        )
+        return response.status_code
+
+    leaving = requests.Request(
+        "POST", live_server.url, data=fields, files={"file": distinct(99)}
+    ).prepare()
+    head = (
+        f"POST /api/v2/ HTTP/1.1\r\nHost: 127.0.0.1:{live_server.port}\r\n"
+        f"Content-Type: {leaving.headers['Content-Type']}\r\n"
+        f"Content-Length: {len(leaving.body)}\r\n\r\n"
+    ).encode()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        # Four requests keep the one inference thread busy for a while...
+        statuses = pool.map(busy, range(4))
+        time.sleep(0.3)
+        # ...while a fifth is sent whole, queued behind them, and its client leaves.
+        with socket.create_connection(("127.0.0.1", live_server.port)) as leaver:
+            leaver.sendall(head + leaving.body)
+            time.sleep(0.2)
+        assert list(statuses) == [200] * 4
+    stored = requests.get(live_server.url, params={"apikey": key, "type": "cache"}).json()
+    assert len(stored["data"]["objects"]) == 4  # the fifth was never answered nor stored
+    deadline = time.monotonic() + 10
+    while keys.find("leaver").quota != 96 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert keys.find("leaver").quota == 96  # four charged, the fifth refunded
