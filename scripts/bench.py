@@ -252,8 +252,9 @@ def soak(type_: str, total: int, concurrency: int, queue: int) -> None:
         [sys.executable, "-m", "server", "serve", "--port", str(port := free_port())], env, port
     )
     try:
-        images = distinct_jpegs(64)
-        load(server.url, key, type_, images[:8], 1)  # load the model first
+        # Every request a different image: none is answered from stored results.
+        images = distinct_jpegs(total + 8)
+        load(server.url, key, type_, images[-8:], 1)  # load the model first
         before = rss_mb(server.process.pid)
         fields = {"apikey": key, "type": type_, **PARAMS.get(type_, {})}
         statuses: dict[str, int] = {}
@@ -263,7 +264,7 @@ def soak(type_: str, total: int, concurrency: int, queue: int) -> None:
                 response = requests.post(
                     server.url,
                     data=fields,
-                    files={"file": images[index % len(images)]},
+                    files={"file": images[index]},
                     timeout=120,
                 )
                 return str(response.status_code)

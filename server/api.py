@@ -99,6 +99,11 @@ async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> 
 
 
 async def handle(request: Request) -> JSONResponse:
+    with request.app.state.trimmer.request():
+        return await _handle(request)
+
+
+async def _handle(request: Request) -> JSONResponse:
     service: AnalysisService = request.app.state.service
     request_id = uuid.uuid4().hex[:16]
     is_get = request.method == "GET"

@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -19,6 +20,7 @@ from server.db import init_db, make_engine
 from server.gallery import Gallery
 from server.gallery_api import router as gallery_router
 from server.keys import KeyStore
+from server.memory import IdleTrimmer
 from server.model_manager import ModelManager
 from server.results import ResultStore
 from server.service import AnalysisService
@@ -27,6 +29,7 @@ from server.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_S = 3600.0
+BLOCKING_THREADS = 8
 _APIKEY_IN_QUERY = re.compile(r"(apikey=)[^&\s\"]+")
 
 
@@ -66,14 +69,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings, KeyStore(engine), ResultStore(engine, settings.result_retention_days), models
         )
         app.state.service = service
+        app.state.trimmer = trimmer = IdleTrimmer()
+        # Threads for the handlers' short blocking calls (database): AnyIO's default of 40
+        # only adds memory, one malloc arena per thread.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = BLOCKING_THREADS
         log.info("imagerecognize %s on %s", __version__, device)
         if settings.preload:
             await models.preload()
         purge = asyncio.create_task(_purge_periodically(service.results))
+        trim = asyncio.create_task(trimmer.run())
         try:
             yield
         finally:
             purge.cancel()
+            trim.cancel()
             await models.close()
             service.close()
             engine.dispose()

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from models.base import Analysis, Recognizer
 from models.device import set_thread_torch_threads
 from server.checks import CACHE_DEFAULT_LIMIT, CheckedRequest
+from server.db import StoredResult
 from server.errors import ApiError, ErrorKind, ModelUnavailableError
 from server.images import DecodedImage, ImageInfo, decode_image, inspect_image
 from server.keys import KeyRecord, KeyStore
@@ -75,9 +76,9 @@ class AnalysisService:
             unavailable = exc
         if batcher is not None:
             model_id = ModelId(batcher.model.name, batcher.model.version)
-            identity = {**params, "_state": batcher.model.state_token()}
-            lookup = lookup_hash(key.id, info.sha256, type_, identity, model_id)
-            stored = await run_in_threadpool(self.results.find_identical, key.id, lookup)
+            lookup, stored = await run_in_threadpool(
+                self._find_identical, key, info, type_, params, batcher.model, model_id
+            )
             if stored is not None:
                 data = self._envelope(type_, stored.objects, stored.id, info, model_id, True)
                 data.update(stored.extra or {})
@@ -98,6 +99,21 @@ class AnalysisService:
         data = self._envelope(type_, result.objects, result_id, info, model_id, False)
         data.update(result.extra)
         return data
+
+    def _find_identical(
+        self,
+        key: KeyRecord,
+        info: ImageInfo,
+        type_: str,
+        params: dict[str, Any],
+        model: Recognizer,
+        model_id: ModelId,
+    ) -> tuple[str, StoredResult | None]:
+        """The key of this analysis among stored results, and the result stored under it.
+        Blocking (the model's state may be read from the database, e.g. the gallery's)."""
+        identity = {**params, "_state": model.state_token()}
+        lookup = lookup_hash(key.id, info.sha256, type_, identity, model_id)
+        return lookup, self.results.find_identical(key.id, lookup)
 
     @staticmethod
     def _prepare(model: Recognizer, data: bytes, info: ImageInfo) -> tuple[DecodedImage, Any]:
