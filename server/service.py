@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from models.base import Analysis, Recognizer
 from models.device import set_thread_torch_threads
+from server.batching import Batcher
 from server.checks import CACHE_DEFAULT_LIMIT, CheckedRequest
 from server.db import StoredResult
 from server.errors import ApiError, ErrorKind, ModelUnavailableError
@@ -20,6 +22,17 @@ from server.keys import KeyRecord, KeyStore
 from server.model_manager import ModelManager
 from server.results import ModelId, ResultStore, lookup_hash
 from server.settings import Settings
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request past its quota and image checks."""
+
+    remaining: int | None  # quota left after this request (None: unlimited)
+    info: ImageInfo
+    model_id: ModelId
+    lookup: str  # key of this analysis among stored results
+    stored: StoredResult | None  # an identical analysis stored earlier
 
 
 class AnalysisService:
@@ -47,73 +60,112 @@ class AnalysisService:
         return await asyncio.get_running_loop().run_in_executor(self.decode_pool, func, *args)
 
     async def analyze(self, key: KeyRecord, request: CheckedRequest) -> dict[str, Any]:
-        """Runs one analysis, charging one unit of quota only if it succeeds."""
+        """Runs one analysis, charging one unit of quota only if it succeeds.
+
+        The blocking steps go to the pools in as few trips as the stages allow (admission,
+        decode + preprocess, the batched model call, postprocess + store): on a small CPU
+        every trip costs the event loop and the GIL about as much as the database work."""
         started = time.perf_counter()
-        remaining = await run_in_threadpool(self.keys.reserve, key)  # 402 before any model
+        batcher: Batcher | None = None
+        unavailable: ModelUnavailableError | None = None
         try:
-            data = await self._analyze(key, request)
+            batcher = await self.models.batcher(request.type)  # loads the model on first use
+        except ModelUnavailableError as exc:
+            unavailable = exc  # answered only after the quota and image checks
+        admission = await run_in_threadpool(self._admit, key, request, batcher, unavailable)
+        try:
+            if admission.stored is not None:
+                data = self._stored_answer(request.type, admission)
+            else:
+                assert batcher is not None
+                data = await self._analyze(key, request, batcher, admission)
         except BaseException:
             await asyncio.shield(run_in_threadpool(self.keys.refund, key))
             raise
-        data["quota"] = remaining
+        data["quota"] = admission.remaining
         data["elapsed_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
         return data
 
-    async def _analyze(self, key: KeyRecord, request: CheckedRequest) -> dict[str, Any]:
-        type_, params = request.type, request.params
-        assert request.file is not None
-        data_bytes = request.file
-        if len(data_bytes) > self.settings.max_upload_bytes:
-            raise ApiError(ErrorKind.IMAGE_TOO_LARGE)
-        info = await self._in_pool(inspect_image, data_bytes, self.settings.max_image_pixels)
-
-        # 503 (no model, or it cannot load) is answered only after the image checks (412).
-        unavailable: ModelUnavailableError | None = None
-        batcher = None
+    def _admit(
+        self,
+        key: KeyRecord,
+        request: CheckedRequest,
+        batcher: Batcher | None,
+        unavailable: ModelUnavailableError | None,
+    ) -> Admission:
+        """Quota (402), then the image checks (413, 415, 412), then the model (503), then a
+        stored identical result. Blocking; the quota is refunded if a check fails."""
+        remaining = self.keys.reserve(key)
         try:
-            batcher = await self.models.batcher(type_)
-        except ModelUnavailableError as exc:
-            unavailable = exc
-        if batcher is not None:
-            model_id = ModelId(batcher.model.name, batcher.model.version)
-            lookup, stored = await run_in_threadpool(
-                self._find_identical, key, info, type_, params, batcher.model, model_id
-            )
-            if stored is not None:
-                data = self._envelope(type_, stored.objects, stored.id, info, model_id, True)
-                data.update(stored.extra or {})
-                return data
-        if batcher is None:
-            await self._in_pool(decode_image, data_bytes, info, None)  # 412 comes before 503
-            raise unavailable or ModelUnavailableError(f"type {type_} is not available")
-        model = batcher.model
-        with batcher.expecting():
-            image, item = await self._in_pool(self._prepare, model, data_bytes, info)
-        output = await batcher.submit(item)
-        result = await self._in_pool(model.postprocess, output, item, image, params)
-        if not isinstance(result, Analysis):
-            result = Analysis(result)
-        result_id = await run_in_threadpool(
-            self.results.save, key.id, type_, info, params, model_id, result, lookup
+            data = request.file
+            assert data is not None
+            if len(data) > self.settings.max_upload_bytes:
+                raise ApiError(ErrorKind.IMAGE_TOO_LARGE)
+            info = inspect_image(data, self.settings.max_image_pixels)
+            if batcher is None:
+                decode_image(data, info, None)  # an undecodable file is 412 before 503
+                raise unavailable or ModelUnavailableError(f"type {request.type} is unavailable")
+            model = batcher.model
+            model_id = ModelId(model.name, model.version)
+            # The model's state (the gallery, for celebrities) may be read from the database.
+            identity = {**request.params, "_state": model.state_token()}
+            lookup = lookup_hash(key.id, info.sha256, request.type, identity, model_id)
+            stored = self.results.find_identical(key.id, lookup)
+        except BaseException:
+            self.keys.refund(key)
+            raise
+        return Admission(remaining, info, model_id, lookup, stored)
+
+    def _stored_answer(self, type_: str, admission: Admission) -> dict[str, Any]:
+        stored = admission.stored
+        assert stored is not None
+        data = self._envelope(
+            type_, stored.objects, stored.id, admission.info, admission.model_id, True
         )
-        data = self._envelope(type_, result.objects, result_id, info, model_id, False)
+        data.update(stored.extra or {})
+        return data
+
+    async def _analyze(
+        self, key: KeyRecord, request: CheckedRequest, batcher: Batcher, admission: Admission
+    ) -> dict[str, Any]:
+        model, info = batcher.model, admission.info
+        with batcher.expecting():
+            image, item = await self._in_pool(self._prepare, model, request.file, info)
+        output = await batcher.submit(item)
+        result, result_id = await self._in_pool(
+            self._finish, key, request, model, output, item, image, admission
+        )
+        data = self._envelope(
+            request.type, result.objects, result_id, info, admission.model_id, False
+        )
         data.update(result.extra)
         return data
 
-    def _find_identical(
+    def _finish(
         self,
         key: KeyRecord,
-        info: ImageInfo,
-        type_: str,
-        params: dict[str, Any],
+        request: CheckedRequest,
         model: Recognizer,
-        model_id: ModelId,
-    ) -> tuple[str, StoredResult | None]:
-        """The key of this analysis among stored results, and the result stored under it.
-        Blocking (the model's state may be read from the database, e.g. the gallery's)."""
-        identity = {**params, "_state": model.state_token()}
-        lookup = lookup_hash(key.id, info.sha256, type_, identity, model_id)
-        return lookup, self.results.find_identical(key.id, lookup)
+        output: Any,
+        item: Any,
+        image: DecodedImage,
+        admission: Admission,
+    ) -> tuple[Analysis, str]:
+        """Postprocess and store, in one trip to the decode pool (whose threads keep torch to
+        one thread: postprocessing may call torch)."""
+        result = model.postprocess(output, item, image, request.params)
+        if not isinstance(result, Analysis):
+            result = Analysis(result)
+        result_id = self.results.save(
+            key.id,
+            request.type,
+            admission.info,
+            request.params,
+            admission.model_id,
+            result,
+            admission.lookup,
+        )
+        return result, result_id
 
     @staticmethod
     def _prepare(model: Recognizer, data: bytes, info: ImageInfo) -> tuple[DecodedImage, Any]:
