@@ -68,6 +68,9 @@ class TextReader(Recognizer):
     API's text objects in displayed-image pixels."""
 
     type: ClassVar[str] = "detect_text"
+    # Measured on 2 cores (images/s at batch 1, 2, 4, 8: 4.56, 4.31, 3.58, 2.90): detection
+    # of several pages at once is slower per page on CPU.
+    cpu_batch_size: ClassVar[int] = 1
 
     @staticmethod
     def merge_lines(boxes: list[TextBox]) -> list[TextLine]:

@@ -149,10 +149,13 @@ class ModelManager:
         else:
             model = await run_in_threadpool(self._load, slot)
         if slot.batcher is None:
+            max_batch_size, max_wait_ms = self.settings.batch_limits(
+                type_, model.default_batch_size()
+            )
             slot.batcher = Batcher(
                 model,
-                max_batch_size=self.settings.max_batch_size,
-                max_wait_ms=self.settings.max_wait_ms,
+                max_batch_size=max_batch_size,
+                max_wait_ms=max_wait_ms,
                 queue_size=self.settings.queue_size,
                 timeout_s=self.settings.request_timeout_s,
                 executor=executor,

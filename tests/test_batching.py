@@ -144,3 +144,12 @@ def test_overloaded_server_answers_503_with_retry_after_header(
         assert response.json()["status"] == response.status_code
         if response.status_code == 503:
             assert response.headers["retry-after"] == "1"
+
+
+def test_batch_limits_per_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGERECOGNIZE_MAX_BATCH_SIZES", '{"objects": 8}')
+    monkeypatch.setenv("IMAGERECOGNIZE_MAX_WAIT_MS_BY_TYPE", '{"nsfw": 12.5}')
+    settings = make_settings(tmp_path / "data")
+    assert settings.batch_limits("objects", 4) == (8, 5.0)  # the type's own setting
+    assert settings.batch_limits("nsfw", 4) == (4, 12.5)  # the model's default size
+    assert make_settings(tmp_path, max_batch_size=2).batch_limits("detect_text", 1) == (2, 5.0)
