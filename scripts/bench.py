@@ -36,6 +36,8 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from server.memory import TRIM_INTERVAL_S  # noqa: E402
+
 TYPES = ("objects", "detect_faces", "nsfw", "detect_text", "celebrities")
 PARAMS = {
     "objects": {"max_labels": 10, "min_confidence": 30},
@@ -276,14 +278,17 @@ def soak(type_: str, total: int, concurrency: int, queue: int) -> None:
             for status in pool.map(one, range(total)):
                 statuses[status] = statuses.get(status, 0) + 1
         elapsed = time.perf_counter() - started
-        time.sleep(2)
+        at_end = rss_mb(server.process.pid)
+        # An idle server gives the burst's heap back at its next idle check (server/memory.py).
+        time.sleep(2 * TRIM_INTERVAL_S + 2)
         after = rss_mb(server.process.pid)
     finally:
         server.stop()
     print(
         f"soak {type_}: {total} requests at concurrency {concurrency}, queue {queue}, "
         f"{elapsed:.1f} s; answers {statuses}; server RSS {before:.0f} MB before, "
-        f"{after:.0f} MB after ({100 * (after - before) / before:+.1f} %)"
+        f"{at_end:.0f} MB at the end, {after:.0f} MB after {2 * TRIM_INTERVAL_S + 2:.0f} s idle "
+        f"({100 * (after - before) / before:+.1f} %)"
     )
 
 
