@@ -119,6 +119,15 @@ class Batcher:
     def queued(self) -> int:
         return self._queue.qsize()
 
+    def has_room(self) -> bool:
+        """Whether a request starting now would find a place in the queue, counting those
+        being decoded for it. Safe to ask from any thread (an estimate there)."""
+        return self._queue.qsize() + self._incoming < self._queue.maxsize
+
+    @staticmethod
+    def overloaded() -> ModelUnavailableError:
+        return ModelUnavailableError("server overloaded, retry later", retry_after=1)
+
     async def submit(self, item: Any) -> Any:
         """The model's output for one input; 503 when the queue is full or the deadline passes."""
         self.start()
@@ -126,7 +135,7 @@ class Batcher:
         try:
             self._queue.put_nowait(_Job(item, future))
         except asyncio.QueueFull:
-            raise ModelUnavailableError("server overloaded, retry later", retry_after=1) from None
+            raise self.overloaded() from None
         try:
             return await asyncio.wait_for(future, timeout=self.timeout_s)
         except TimeoutError:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import logging
 from collections.abc import Callable, Iterator
 
@@ -76,6 +77,9 @@ class IdleTrimmer:
             await asyncio.sleep(interval_s)
             if self._used_since_trim and self.in_flight == 0:
                 self._used_since_trim = False
+                # Failed requests leave cycles (exception, traceback, frames holding their
+                # images) that only the collector frees; then the heap can shrink.
+                gc.collect()
                 try:
                     await asyncio.to_thread(self._trim, 0)
                 except Exception:

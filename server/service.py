@@ -95,13 +95,19 @@ class AnalysisService:
     ) -> Admission:
         """Quota (402), then the image checks (413, 415, 412), then the model (503), then a
         stored identical result. Blocking; the quota is refunded if a check fails."""
+        data = request.file
+        assert data is not None
+        if batcher is not None and not batcher.has_room():
+            # Overloaded: refused before decoding, without taking quota, so that a flood of
+            # requests cannot keep the cores busy decoding images that will not be analysed.
+            # The checks that come before 503 still answer first (412 from the header only).
+            if self.keys.remaining(key) == 0:
+                raise ApiError(ErrorKind.QUOTA_REACHED)
+            self._inspect(data)
+            raise batcher.overloaded()
         remaining = self.keys.reserve(key)
         try:
-            data = request.file
-            assert data is not None
-            if len(data) > self.settings.max_upload_bytes:
-                raise ApiError(ErrorKind.IMAGE_TOO_LARGE)
-            info = inspect_image(data, self.settings.max_image_pixels)
+            info = self._inspect(data)
             if batcher is None:
                 decode_image(data, info, None)  # an undecodable file is 412 before 503
                 raise unavailable or ModelUnavailableError(f"type {request.type} is unavailable")
@@ -115,6 +121,11 @@ class AnalysisService:
             self.keys.refund(key)
             raise
         return Admission(remaining, info, model_id, lookup, stored)
+
+    def _inspect(self, data: bytes) -> ImageInfo:
+        if len(data) > self.settings.max_upload_bytes:
+            raise ApiError(ErrorKind.IMAGE_TOO_LARGE)
+        return inspect_image(data, self.settings.max_image_pixels)
 
     def _stored_answer(self, type_: str, admission: Admission) -> dict[str, Any]:
         stored = admission.stored

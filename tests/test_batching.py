@@ -125,20 +125,25 @@ def test_overloaded_server_answers_503_with_retry_after_header(
 
     monkeypatch.setattr(MtcnnFaceDetector, "predict", slow)
     with TestClient(create_app(settings)) as client:
-        key = KeyStore(client.app.state.service.keys.engine).create("busy")
+        keys = KeyStore(client.app.state.service.keys.engine)
+        key = keys.create("busy", quota=100)
         images = [encode(astronaut.resize((64 + i, 64))) for i in range(6)]
+        images.append(b"not an image at all")  # its own error comes before any 503
 
         def send(data: bytes):
             return client.post(
                 "/api/v2/", data={"apikey": key, "type": "detect_faces"}, files={"file": data}
             )
 
-        with ThreadPoolExecutor(6) as pool:
+        with ThreadPoolExecutor(len(images)) as pool:
             futures = [pool.submit(send, data) for data in images]
             time.sleep(1.5)
             gate.set()
             responses = [f.result() for f in futures]
+        # Only answered analyses are charged; refused ones never took quota.
+        assert keys.find("busy").quota == 100 - [r.status_code for r in responses].count(200)
     statuses = [r.status_code for r in responses]
+    assert statuses[-1] == 415
     assert 503 in statuses and 200 in statuses, statuses
     for response in responses:
         assert response.json()["status"] == response.status_code
