@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -132,6 +133,10 @@ class ModelManager:
             )
             slot.error = None
             slot.model = model
+            # The models' hundreds of thousands of objects live as long as the process: out of
+            # the collector's sight, a full collection takes ~0 ms instead of 175 ms (measured
+            # with every model loaded), during which the event loop would stand still.
+            gc.freeze()
             return model
 
     async def batcher(self, type_: str) -> Batcher:
