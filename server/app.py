@@ -20,7 +20,7 @@ from server.db import init_db, make_engine
 from server.gallery import Gallery
 from server.gallery_api import router as gallery_router
 from server.keys import KeyStore
-from server.memory import IdleTrimmer, map_large_allocations
+from server.memory import IdleTrimmer
 from server.model_manager import ModelManager
 from server.results import ResultStore
 from server.service import AnalysisService
@@ -69,7 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings, KeyStore(engine), ResultStore(engine, settings.result_retention_days), models
         )
         app.state.service = service
-        map_large_allocations()
         app.state.trimmer = trimmer = IdleTrimmer()
         # Threads for the handlers' short blocking calls (database): AnyIO's default of 40
         # only adds memory, one malloc arena per thread.
