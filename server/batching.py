@@ -67,33 +67,39 @@ class Batcher:
         queue_size: int,
         timeout_s: float,
         executor: ThreadPoolExecutor | None = None,
+        workers: int = 1,
     ):
         self.model = model
+        # Batches in flight at once: more than one only for models whose runtime takes
+        # concurrent calls (ONNX Runtime sessions), each call then using fewer threads.
+        self.workers = max(1, workers) if executor is None else 1
         self.max_batch_size = max(1, max_batch_size)
         self.max_wait_s = max(0.0, max_wait_ms) / 1000.0
         self.timeout_s = timeout_s
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max(1, queue_size))
-        # One thread runs the model's calls, so they never overlap; models may share one
-        # (see ModelManager: all torch models share a thread).
+        # Without several workers one thread runs the model's calls, so they never overlap;
+        # models may share one (see ModelManager: all torch models share a thread).
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"infer-{model.name}"
+            max_workers=self.workers, thread_name_prefix=f"infer-{model.name}"
         )
-        self._worker: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         # Requests being decoded for this model: worth waiting for; with none, a lone request
         # runs at once instead of paying max_wait_ms.
         self._incoming = 0
 
     def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._run())
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._run()) for _ in range(self.workers)]
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+                await task
+        self._tasks = []
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.future.done():
@@ -111,8 +117,9 @@ class Batcher:
             self._incoming -= 1
 
     async def run_exclusive(self, func: Any, *args: Any) -> Any:
-        """Runs ``func`` in the model's inference thread, between batches (for work on the
-        model outside the API's analyses, such as gallery enrolment)."""
+        """Runs ``func`` in the model's inference thread, between batches when it has one
+        worker (for work on the model outside the API's analyses, such as gallery
+        enrolment)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     @property

@@ -92,11 +92,15 @@ class ModelManager:
         if type_ == "detect_text":
             return {
                 "threads": self.settings.onnx_threads,
+                "instances": self.settings.onnx_instances,
                 "max_side": self.settings.text_max_side,
                 "model_dir": self.settings.resolved_model_dir,
             }
         if type_ == "nsfw":
-            return {"threads": self.settings.onnx_threads}
+            return {
+                "threads": self.settings.onnx_threads,
+                "instances": self.settings.onnx_instances,
+            }
         return {}
 
     def model_class(self, type_: str) -> type[Recognizer]:
@@ -164,6 +168,7 @@ class ModelManager:
                 queue_size=self.settings.queue_size,
                 timeout_s=self.settings.request_timeout_s,
                 executor=executor,
+                workers=self.settings.onnx_instances if cls.concurrent_calls else 1,
             )
             slot.batcher.start()
         return slot.batcher

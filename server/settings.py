@@ -91,7 +91,13 @@ class Settings(BaseSettings):
     )
     onnx_threads: int = Field(
         default_factory=_default_threads,
-        description="Intra-op threads of each ONNX Runtime session on CPU.",
+        description="Intra-op threads of an ONNX Runtime model's call on CPU when it runs alone.",
+    )
+    onnx_instances: int = Field(
+        default_factory=_default_threads,
+        description="Batches of an ONNX Runtime model (nsfw, detect_text) that run at once; "
+        "while several do, each uses ONNX_THREADS / ONNX_INSTANCES threads (on CPU, "
+        "single-threaded calls side by side use the cores better than one split call).",
     )
     decode_threads: int = Field(
         default_factory=_default_threads,

@@ -85,6 +85,28 @@ def test_concurrent_requests_share_model_calls() -> None:
     assert sorted(i for call in calls for i in call) == list(range(10))
 
 
+def test_several_workers_run_batches_side_by_side() -> None:
+    async def scenario(workers: int) -> tuple[list[Any], float]:
+        batcher = Batcher(
+            Doubler(0.3),
+            max_batch_size=1,
+            max_wait_ms=0,
+            queue_size=8,
+            timeout_s=10,
+            workers=workers,
+        )
+        started = time.perf_counter()
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(4)))
+        elapsed = time.perf_counter() - started
+        await batcher.stop()
+        return results, elapsed
+
+    one_results, one = asyncio.run(scenario(1))
+    two_results, two = asyncio.run(scenario(2))
+    assert one_results == two_results == [0, 2, 4, 6]
+    assert one >= 1.2 and two < 0.9  # four 0.3 s calls: in turn, or two at a time
+
+
 def test_full_queue_answers_503_with_retry_after() -> None:
     async def scenario() -> list[Any]:
         batcher = Batcher(Doubler(0.3), max_batch_size=1, max_wait_ms=0, queue_size=2, timeout_s=10)
