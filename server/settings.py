@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         None,
         description="Largest number of images one model call takes (dynamic batching), for "
         "every model. Default: each model's own: on CPU 4 (measured best on 2 cores; "
-        "detect_text 1, whose batches are slower per image), on CUDA 16.",
+        "detect_text and nsfw 1, whose calls run side by side instead), on CUDA 16.",
     )
     max_batch_sizes: dict[str, int] = Field(
         {},
