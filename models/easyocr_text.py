@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models.base import WeightSource
+from models.base import WeightSource, package_version
 from models.fetch import manifest_entry
 from models.ocr_stages import TextBox
 from models.registry import register
@@ -78,10 +78,8 @@ class EasyOcrTextReader(TextReader):
 
     @property
     def version(self) -> str:
-        import easyocr
-
         files = "+".join(path.name for path in self.weights_files(self.model_dir))
-        return f"easyocr-{easyocr.__version__}/{files}/max{self.max_side}"
+        return f"easyocr-{package_version('easyocr')}/{files}/max{self.max_side}"
 
     def load(self) -> None:
         import easyocr

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 MANIFEST_PATH = Path(__file__).with_name("weights_manifest.json")
 CHUNK_BYTES = 1 << 20
@@ -78,20 +79,23 @@ def manifest_entry(name: str) -> ManifestEntry:
     return manifest[name]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def _hash_file(path: Path, *hashes: Any) -> None:
+    """Feeds the file to every hash object in one read."""
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(block)
+            for digest in hashes:
+                digest.update(block)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    _hash_file(path, digest)
     return digest.hexdigest()
 
 
 def digests_of(path: Path) -> Digests:
     sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            sha256.update(block)
-            md5.update(block)
+    _hash_file(path, sha256, md5)
     return Digests(sha256.hexdigest(), md5.hexdigest())
 
 

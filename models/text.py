@@ -89,7 +89,7 @@ class TextReader(Recognizer):
     def postprocess(
         self,
         output: list[TextLine],
-        item: TextInput,
+        item: Any,
         image: DecodedImage,
         params: dict[str, Any],
     ) -> Analysis:

@@ -77,10 +77,10 @@ def camera_jpegs(count: int, size: tuple[int, int]) -> list[bytes]:
     """``count`` different JPEGs of ``size`` with sensor-like noise, so that a 12 MP one
     weighs what a camera's does (about 3 MB) rather than what a smooth upscale would."""
     rng = np.random.default_rng(0)
+    bases = base_images()
     out = []
-    for index, base in enumerate(base_images()[:count] * (1 + count // 4)):
-        if len(out) == count:
-            break
+    for index in range(count):
+        base = bases[index % len(bases)]
         pixels = np.asarray(base.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
         noisy = pixels + rng.integers(-12, 13, pixels.shape, dtype=np.int16) + index
         buffer = io.BytesIO()

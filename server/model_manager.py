@@ -89,18 +89,15 @@ class ModelManager:
             }
         if type_ == "objects":
             return {"model_dir": self.settings.resolved_model_dir}
+        onnx = {"threads": self.settings.onnx_threads, "instances": self.settings.onnx_instances}
         if type_ == "detect_text":
             return {
-                "threads": self.settings.onnx_threads,
-                "instances": self.settings.onnx_instances,
+                **onnx,
                 "max_side": self.settings.text_max_side,
                 "model_dir": self.settings.resolved_model_dir,
             }
         if type_ == "nsfw":
-            return {
-                "threads": self.settings.onnx_threads,
-                "instances": self.settings.onnx_instances,
-            }
+            return onnx
         return {}
 
     def model_class(self, type_: str) -> type[Recognizer]:
