@@ -131,7 +131,7 @@ def raw_pipeline(type_: str, images: list[bytes]) -> dict:
 
     from models.device import choose_device
     from models.registry import default_model
-    from server.images import decode_image, inspect_image
+    from models.images import decode_image, inspect_image
     from server.model_manager import ModelManager
     from server.settings import Settings
 

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from models.base import Analysis
 from models.device import choose_device
 from models.registry import default_model
-from server.images import decode_image, inspect_image
+from models.images import decode_image, inspect_image
 from server.settings import get_settings
 
 PARAMS = {

@@ -60,7 +60,7 @@ def enrolment_faces(
     """Each photo's one face, aligned and described by ``model`` (a FaceRecognizer); a photo
     with no face, several faces, or that is not a readable PNG/JPEG is refused by name."""
     from server.errors import ApiError
-    from server.images import decode_image, inspect_image
+    from models.images import decode_image, inspect_image
 
     faces = []
     for source, data in photos:

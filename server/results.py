@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from models.base import Analysis
 from server.db import StoredResult, utcnow
-from server.images import ImageInfo
+from models.images import ImageInfo
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from server.batching import Batcher
 from server.checks import CACHE_DEFAULT_LIMIT, CheckedRequest
 from server.db import StoredResult
 from server.errors import ApiError, ErrorKind, ModelUnavailableError
-from server.images import DecodedImage, ImageInfo, decode_image, inspect_image
+from models.images import DecodedImage, ImageInfo, decode_image, inspect_image
 from server.keys import KeyRecord, KeyStore
 from server.model_manager import ModelManager
 from server.results import ModelId, ResultStore, lookup_hash

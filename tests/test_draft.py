@@ -13,7 +13,7 @@ from PIL import Image
 from models.faces import MtcnnFaceDetector
 from models.nsfw import OpenNsfwClassifier
 from models.objects import SsdMobileNetV2Detector
-from server.images import decode_image, inspect_image
+from models.images import decode_image, inspect_image
 from tests.conftest import encode
 
 

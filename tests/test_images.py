@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from server.errors import ApiError
-from server.images import decode_image, inspect_image, to_rgb
+from models.images import decode_image, inspect_image, to_rgb
 from tests.conftest import encode
 
 URL = "/api/v2/"

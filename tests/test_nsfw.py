@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from models.nsfw import OpenNsfwClassifier
-from server.images import decode_image, inspect_image
+from models.images import decode_image, inspect_image
 from tests.conftest import encode
 
 URL = "/api/v2/"

@@ -11,10 +11,10 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.base import package_dir
+from models.common import package_dir
 from models.coco import COCO_LABELS
 from models.objects import Detection, SsdMobileNetV2Detector
-from server.images import decode_image, inspect_image
+from models.images import decode_image, inspect_image
 from tests.conftest import encode
 
 URL = "/api/v2/"

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from models.text import PpOcrV4TextReader
-from server.images import decode_image, inspect_image
+from models.images import decode_image, inspect_image
 from tests.conftest import encode
 from tests.rendered_text import LINES, character_error_rate, render_pages
 
