@@ -24,6 +24,14 @@ class Analysis:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ModelId:
+    """Which model gave a result: part of every answer and of the stored-result key."""
+
+    name: str
+    version: str
+
+
 class WeightSource(StrEnum):
     """Where a model's weights come from."""
 
@@ -71,6 +79,10 @@ class Recognizer(ABC):
     @abstractmethod
     def version(self) -> str:
         """Version of the model and its weights; part of every result it gives."""
+
+    @property
+    def model_id(self) -> ModelId:
+        return ModelId(self.name, self.version)
 
     @classmethod
     def weights_present(cls, model_dir: Path) -> bool:

@@ -1,5 +1,6 @@
 """Fetching the weights of the fetched models (docs/models.md) on a machine with internet:
-download from the official URL, check the digest from the manifest in the repository, store in the model folder.
+download from the official URL, check the digest from the manifest in the repository, store
+in the model folder.
 
 The manifest (`weights_manifest.json`) gives each file's full `sha256` where it is known, or
 the `sha256_prefix` its publisher embeds in the file name (torchvision's convention, and all

@@ -11,7 +11,7 @@ from sqlalchemy import update
 from models.faces import MtcnnFaceDetector
 from server.db import StoredResult, utcnow
 from server.keys import KeyStore
-from tests.conftest import encode
+from tests.conftest import app_state, encode
 
 URL = "/api/v2/"
 
@@ -84,6 +84,6 @@ def test_expired_results_are_neither_listed_nor_reused(
         conn.execute(update(StoredResult).values(created_at=utcnow() - timedelta(days=31)))
     assert cache(client, key)["data"]["objects"] == []
     assert analyse(client, key, image)["cached"] is False
-    service = client.app.state.service
+    service = app_state(client)
     assert service.results.purge_expired() == 1
     assert cache(client, key, id=first["id"])["status"] == 421

@@ -11,7 +11,7 @@ from PIL import Image
 
 from server.app import create_app
 from server.keys import KeyStore
-from tests.conftest import encode, make_settings
+from tests.conftest import app_state, encode, make_settings
 
 URL = "/api/v2/"
 
@@ -134,7 +134,7 @@ def test_file_checks_413_415_412_then_503(
     client_without_text: TestClient, small_jpeg: bytes
 ) -> None:
     client = client_without_text
-    apikey = KeyStore(client.app.state.service.keys.engine).create("tester")
+    apikey = KeyStore(app_state(client).keys.engine).create("tester")
     body = call(client, {"apikey": apikey, "type": "detect_faces"}, b"%PDF-1.4 not an image")
     assert (body["status"], body["status_message"]) == (415, "Invalid file format")
     half = small_jpeg[: len(small_jpeg) // 2]
@@ -153,7 +153,7 @@ def test_failed_requests_are_not_charged(
     client_without_text: TestClient, small_jpeg: bytes
 ) -> None:
     client = client_without_text
-    keys = KeyStore(client.app.state.service.keys.engine)
+    keys = KeyStore(app_state(client).keys.engine)
     key = keys.create("two-left", quota=2)
     for bad in (b"GIF89a", small_jpeg[:200], b""):
         assert call(client, {"apikey": key, "type": "detect_faces"}, bad)["status"] in (412, 415)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from models.faces import MtcnnFaceDetector
 from models.images import decode_image, inspect_image
-from tests.conftest import encode
+from tests.conftest import encode, model_options
 
 URL = "/api/v2/"
 # Face boxes [x1, y1, x2, y2] measured with MTCNN on these photos (MODELS.md).
@@ -38,7 +38,7 @@ def assert_box_near(box: dict, expected: tuple[int, ...], tolerance: int) -> Non
 
 @pytest.fixture
 def detector() -> MtcnnFaceDetector:
-    model = MtcnnFaceDetector(torch.device("cpu"))
+    model = MtcnnFaceDetector(torch.device("cpu"), model_options())
     model.load()
     return model
 

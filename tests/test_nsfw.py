@@ -7,9 +7,9 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.nsfw import OpenNsfwClassifier
 from models.images import decode_image, inspect_image
-from tests.conftest import encode
+from models.nsfw import OpenNsfwClassifier
+from tests.conftest import encode, model_options
 
 URL = "/api/v2/"
 
@@ -23,7 +23,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def classifier() -> OpenNsfwClassifier:
-    model = OpenNsfwClassifier(torch.device("cpu"), {"threads": 2})
+    model = OpenNsfwClassifier(torch.device("cpu"), model_options(onnx_threads=2, onnx_instances=1))
     model.load()
     return model
 

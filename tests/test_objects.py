@@ -11,11 +11,12 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.common import package_dir
 from models.coco import COCO_LABELS
-from models.objects import Detection, SsdMobileNetV2Detector
+from models.common import package_dir
+from models.detections import Detection
 from models.images import decode_image, inspect_image
-from tests.conftest import encode
+from models.ssd_detector import SsdMobileNetV2Detector
+from tests.conftest import encode, model_options
 
 URL = "/api/v2/"
 # TensorFlow's detections (score >= 30) on the test photos, from MODELS.md.
@@ -33,7 +34,7 @@ TF_REFERENCE = {
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory: pytest.TempPathFactory) -> SsdMobileNetV2Detector:
     model = SsdMobileNetV2Detector(
-        torch.device("cpu"), {"model_dir": tmp_path_factory.mktemp("models")}
+        torch.device("cpu"), model_options(tmp_path_factory.mktemp("models"))
     )
     model.load()
     return model
@@ -153,14 +154,14 @@ def test_batch_equals_single_calls(
 
 
 def test_conversion_is_kept_and_redone_when_the_graph_changes(tmp_path: Path) -> None:
-    model = SsdMobileNetV2Detector(torch.device("cpu"), {"model_dir": tmp_path})
+    model = SsdMobileNetV2Detector(torch.device("cpu"), model_options(tmp_path))
     model.load()
     converted = tmp_path / SsdMobileNetV2Detector.CONVERTED_FILE
     saved = torch.load(converted, weights_only=True)
     assert len(saved["source_sha256"]) == 64 and len(saved["state_dict"]) == 76 * 2
     assert (tmp_path / "efficientnet_lite3.pt").is_file()
     torch.save({"source_sha256": "0" * 64, "state_dict": {}}, converted)
-    SsdMobileNetV2Detector(torch.device("cpu"), {"model_dir": tmp_path}).load()
+    SsdMobileNetV2Detector(torch.device("cpu"), model_options(tmp_path)).load()
     assert torch.load(converted, weights_only=True)["source_sha256"] == saved["source_sha256"]
 
 

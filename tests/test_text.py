@@ -9,9 +9,9 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.text import PpOcrV4TextReader
 from models.images import decode_image, inspect_image
-from tests.conftest import encode
+from models.text import PpOcrV4TextReader
+from tests.conftest import encode, model_options
 from tests.rendered_text import LINES, character_error_rate, render_pages
 
 URL = "/api/v2/"
@@ -19,7 +19,7 @@ URL = "/api/v2/"
 
 @pytest.fixture(scope="module")
 def reader() -> PpOcrV4TextReader:
-    model = PpOcrV4TextReader(torch.device("cpu"), {"threads": 2})
+    model = PpOcrV4TextReader(torch.device("cpu"), model_options(onnx_threads=2, onnx_instances=1))
     model.load()
     return model
 
