@@ -184,7 +184,7 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="session")
 def reference_photos(astronaut: Image.Image, grace_hopper: Image.Image, coffee: Image.Image):
-    """The seven photos of MODELS.md, by name."""
+    """The seven reference photos of docs/models.md, by name."""
     import skimage.data
     from sklearn.datasets import load_sample_images
 

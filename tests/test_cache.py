@@ -11,17 +11,15 @@ from sqlalchemy import update
 from models.faces import MtcnnFaceDetector
 from server.db import StoredResult, utcnow
 from server.keys import KeyStore
-from tests.conftest import app_state, encode
+from tests.conftest import app_state, encode, post_api
 
 URL = "/api/v2/"
 
 
 def analyse(client: TestClient, key: str, data: bytes) -> dict:
-    response = client.post(
-        URL, data={"apikey": key, "type": "detect_faces"}, files={"file": ("file", data)}
-    )
-    assert response.status_code == 200, response.json()
-    return response.json()["data"]
+    body = post_api(client, {"apikey": key, "type": "detect_faces"}, data)
+    assert body["status"] == 200, body
+    return body["data"]
 
 
 def cache(client: TestClient, key: str, **fields: str) -> dict:

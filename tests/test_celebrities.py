@@ -15,9 +15,8 @@ from models.celebrities import FacenetFaceRecognizer
 from server.app import create_app
 from server.keys import KeyStore
 from server.settings import Settings
-from tests.conftest import app_state, encode, make_settings, run_cli
+from tests.conftest import app_state, encode, make_settings, post_api, run_cli
 
-URL = "/api/v2/"
 GALLERY = "/api/v2/gallery/"
 ASTRONAUT_FACE_LEFT = 181
 GRACE_FACE_LEFT = 174
@@ -40,9 +39,8 @@ def enrol(client: TestClient, key: str, name: str, *photos: tuple[str, bytes]) -
 
 
 def celebrities(client: TestClient, key: str, data: bytes) -> dict:
-    response = client.post(URL, data={"apikey": key, "type": "celebrities"}, files={"file": data})
-    body = response.json()
-    assert response.status_code == body["status"] == 200, body
+    body = post_api(client, {"apikey": key, "type": "celebrities"}, data)
+    assert body["status"] == 200, body
     return body["data"]
 
 

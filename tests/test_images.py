@@ -14,9 +14,8 @@ from PIL import Image
 
 from models.images import ImageError, decode_image, inspect_image, to_rgb
 from server.errors import api_error
-from tests.conftest import encode
+from tests.conftest import encode, post_api
 
-URL = "/api/v2/"
 MAX_PIXELS = 100_000_000
 
 
@@ -41,11 +40,7 @@ def png_bomb(width: int, height: int) -> bytes:
 
 
 def post(client: TestClient, apikey: str, file: bytes) -> dict:
-    response = client.post(
-        URL, data={"apikey": apikey, "type": "detect_faces"}, files={"file": ("file", file)}
-    )
-    assert response.status_code == response.json()["status"]
-    return response.json()
+    return post_api(client, {"apikey": apikey, "type": "detect_faces"}, file)
 
 
 def test_png_decompression_bomb_is_413(client: TestClient, apikey: str) -> None:

@@ -1,5 +1,5 @@
 """objects: the PyTorch port of SSD-MobileNetV2 against TensorFlow's reference detections
-(MODELS.md) and against OpenCV DNN running the same graph."""
+(docs/models.md) and against OpenCV DNN running the same graph."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ from models.common import package_dir
 from models.detections import Detection
 from models.images import decode_image, inspect_image
 from models.ssd_detector import SsdMobileNetV2Detector
-from tests.conftest import encode, model_options
+from tests.conftest import encode, model_options, post_api
 
-URL = "/api/v2/"
-# TensorFlow's detections (score >= 30) on the test photos, from MODELS.md.
+# TensorFlow's detections (score >= 30) on the test photos, from docs/models.md.
 TF_REFERENCE = {
     "astronaut": {"person": 83.7},
     "coffee": {"cup": 96.4, "bowl": 85.9, "dining table": 83.9},
@@ -188,18 +187,14 @@ def test_classifier_top1_equals_the_tflite_interpreter(
 
 
 def objects(client: TestClient, apikey: str, data: bytes, max_labels: str, min_conf: str):
-    response = client.post(
-        URL,
-        data={
-            "apikey": apikey,
-            "type": "objects",
-            "max_labels": max_labels,
-            "min_confidence": min_conf,
-        },
-        files={"file": ("file", data)},
-    )
-    body = response.json()
-    assert response.status_code == body["status"] == 200, body
+    fields = {
+        "apikey": apikey,
+        "type": "objects",
+        "max_labels": max_labels,
+        "min_confidence": min_conf,
+    }
+    body = post_api(client, fields, data)
+    assert body["status"] == 200, body
     return body["data"]["objects"]
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from models.images import decode_image, inspect_image
 from models.text import PpOcrV4TextReader
-from tests.conftest import encode, model_options
+from tests.conftest import encode, model_options, post_api
 from tests.rendered_text import LINES, character_error_rate, render_pages
 
 URL = "/api/v2/"
@@ -75,11 +75,8 @@ def test_batch_equals_single_calls(reader: PpOcrV4TextReader) -> None:
 
 def test_api_lines_polygons_and_text(client: TestClient, apikey: str) -> None:
     page = render_pages()[0]
-    response = client.post(
-        URL, data={"apikey": apikey, "type": "detect_text"}, files={"file": page.image}
-    )
-    body = response.json()
-    assert response.status_code == body["status"] == 200, body
+    body = post_api(client, {"apikey": apikey, "type": "detect_text"}, page.image)
+    assert body["status"] == 200, body
     data = body["data"]
     assert [line["text"] for line in data["objects"]] == list(page.lines)
     assert data["text"] == "\n".join(page.lines)
