@@ -134,6 +134,7 @@ def test_deadline_answers_503() -> None:
     assert isinstance(outcome, ModelUnavailableError) and "timed out" in outcome.status_message
 
 
+@pytest.mark.slow
 def test_overloaded_server_answers_503_with_retry_after_header(
     tmp_path: Path, astronaut: Image.Image, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import update
@@ -12,6 +13,8 @@ from models.faces import MtcnnFaceDetector
 from server.db import StoredResult, utcnow
 from server.keys import KeyStore
 from tests.conftest import app_state, encode, post_api
+
+pytestmark = pytest.mark.slow  # real models or live servers
 
 URL = "/api/v2/"
 

@@ -17,6 +17,8 @@ from server.keys import KeyStore
 from server.settings import Settings
 from tests.conftest import app_state, encode, make_settings, post_api, run_cli
 
+pytestmark = pytest.mark.slow  # real models or live servers
+
 GALLERY = "/api/v2/gallery/"
 ASTRONAUT_FACE_LEFT = 181
 GRACE_FACE_LEFT = 174

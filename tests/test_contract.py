@@ -146,6 +146,7 @@ def test_file_checks_413_415_412_then_503(
     assert "not-installed" in body["status_message"]
 
 
+@pytest.mark.slow
 def test_failed_requests_are_not_charged(
     client_without_text: TestClient, small_jpeg: bytes
 ) -> None:
@@ -162,6 +163,7 @@ def test_failed_requests_are_not_charged(
     assert call(client, {"apikey": key, "type": "detect_faces"}, small_jpeg)["status"] == 402
 
 
+@pytest.mark.slow
 def test_success_envelope_and_extensions(
     client: TestClient, apikey: str, astronaut: Image.Image
 ) -> None:
@@ -186,6 +188,7 @@ def test_urlencoded_form_is_accepted(client: TestClient, apikey: str) -> None:
     assert response.status_code == 200 and response.json()["data"]["type"] == "cache"
 
 
+@pytest.mark.slow
 def test_png_and_filename_do_not_matter(client: TestClient, apikey: str, astronaut) -> None:
     png = encode(astronaut, "PNG")
     files = {"file": ("photo.gif", io.BytesIO(png), "image/gif")}

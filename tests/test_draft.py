@@ -16,6 +16,8 @@ from models.nsfw import OpenNsfwClassifier
 from models.ssd_detector import SsdMobileNetV2Detector
 from tests.conftest import encode, model_options
 
+pytestmark = pytest.mark.slow  # real models or live servers
+
 
 def boxes(model, data: bytes, draft: bool, params: dict) -> list[dict]:
     info = inspect_image(data, 10**9)

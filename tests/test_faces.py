@@ -12,6 +12,8 @@ from models.faces import MtcnnFaceDetector
 from models.images import decode_image, inspect_image
 from tests.conftest import encode, model_options, post_api
 
+pytestmark = pytest.mark.slow  # real models or live servers
+
 # Face boxes [x1, y1, x2, y2] measured with MTCNN on these photos (docs/models.md).
 ASTRONAUT_BOX = (181, 62, 268, 172)
 GRACE_HOPPER_BOX = (174, 120, 356, 341)

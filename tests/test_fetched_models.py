@@ -25,6 +25,8 @@ from server.app import create_app
 from server.keys import KeyStore
 from tests.conftest import app_state, encode, make_settings
 
+pytestmark = pytest.mark.slow  # real models or live servers
+
 
 @pytest.fixture
 def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:

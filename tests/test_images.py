@@ -73,6 +73,7 @@ def test_truncated_and_corrupt_are_412(client: TestClient, apikey: str, astronau
         assert (body["status"], body["status_message"]) == (412, "Invalid file"), data[:8]
 
 
+@pytest.mark.slow
 def test_exif_rotated_photo_gives_displayed_coordinates(
     client: TestClient, apikey: str, astronaut: Image.Image
 ) -> None:

@@ -11,6 +11,8 @@ from models.images import decode_image, inspect_image
 from models.nsfw import OpenNsfwClassifier
 from tests.conftest import encode, model_options, post_api
 
+pytestmark = pytest.mark.slow  # real models or live servers
+
 
 @pytest.fixture(scope="module")
 def reference():

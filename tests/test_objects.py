@@ -18,6 +18,8 @@ from models.images import decode_image, inspect_image
 from models.ssd_detector import SsdMobileNetV2Detector
 from tests.conftest import encode, model_options, post_api
 
+pytestmark = pytest.mark.slow  # real models or live servers
+
 # TensorFlow's detections (score >= 30) on the test photos, from docs/models.md.
 TF_REFERENCE = {
     "astronaut": {"person": 83.7},

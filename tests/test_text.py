@@ -14,6 +14,8 @@ from models.text import PpOcrV4TextReader
 from tests.conftest import encode, model_options, post_api
 from tests.rendered_text import LINES, character_error_rate, render_pages
 
+pytestmark = pytest.mark.slow  # real models or live servers
+
 URL = "/api/v2/"
 
 
