@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from models.images import ImageError, ImageErrorKind
@@ -41,6 +42,11 @@ def test_unknown_model_names_are_refused() -> None:
 
 @pytest.mark.slow
 def test_pipeline_analyses_without_http(tmp_path: Path, astronaut: Image.Image) -> None:
+    # Fix this thread's torch thread count before the pipeline's pools set theirs: torch gives
+    # a thread its count on first use, from whichever thread set one last (models/device.py),
+    # and the int8 classifier's scores in later tests depend on it.
+    torch.get_num_threads()
+
     async def scenario() -> tuple[dict, ImageErrorKind]:
         pipeline = AnalysisPipeline(Settings(data_dir=tmp_path / "data"))
         try:
