@@ -1,5 +1,6 @@
 # `make serve`: set up, create the demo key on first run, serve on 127.0.0.1:8000.
 # `make test`:  set up, lint, run the whole test suite.
+# `make test-fast`: set up, lint, run the tests not marked slow (no live server, no heavy model).
 PYTHON ?= python3
 VENV ?= .venv
 HOST ?= 127.0.0.1
@@ -7,7 +8,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test lint bench clean
+.PHONY: setup serve test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -31,6 +32,9 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest
+
+test-fast: setup lint
+	$(BIN)/python -m pytest -m 'not slow'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

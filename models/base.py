@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from server.images import DecodedImage
-
-
-def package_dir(package: str) -> Path | None:
-    """The folder of an installed package, found without importing it (some packages that
-    carry weights fail to import)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-@cache
-def package_version(distribution: str) -> str:
-    """An installed distribution's version, looked up once (the lookup reads site-packages:
-    too slow for every request)."""
-    return importlib.metadata.version(distribution)
-
-
-def confidence(probability: float) -> float:
-    """A 0..1 probability on the API's 0..100 scale with two decimals."""
-    return round(float(probability) * 100.0, 2)
+from models.images import DecodedImage
+from models.options import ModelOptions
 
 
 @dataclass
@@ -45,6 +22,14 @@ class Analysis:
 
     objects: list[dict[str, Any]]
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """Which model gave a result: part of every answer and of the stored-result key."""
+
+    name: str
+    version: str
 
 
 class WeightSource(StrEnum):
@@ -75,17 +60,17 @@ class Recognizer(ABC):
     concurrent_calls: ClassVar[bool] = False
     # Among the models of a type whose weights are present, the highest serves by default.
     preference: ClassVar[int] = 0
-    # Images per model call by default (IMAGERECOGNIZE_MAX_BATCH_SIZE overrides). On CPU,
-    # measured with scripts/bench.py on 2 cores: batch 4 is the fastest per image for every
-    # model but the text readers, and 8 is slower than 4. On CUDA larger batches pay.
+    # Images per model call by default (IMAGERECOGNIZE_MAX_BATCH_SIZE overrides): on CPU
+    # batch 4 is the fastest per image for most models, on CUDA larger batches pay
+    # (docs/performance.md).
     cpu_batch_size: ClassVar[int] = 4
     cuda_batch_size: ClassVar[int] = 16
     # Longest image side the model needs; JPEGs are decoded in draft mode down to it.
     input_max_side: ClassVar[int | None] = None
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+    def __init__(self, device: torch.device, options: ModelOptions):
         self.device = device
-        self.options = options or {}
+        self.options = options
 
     def default_batch_size(self) -> int:
         return self.cuda_batch_size if self.device.type == "cuda" else self.cpu_batch_size
@@ -94,6 +79,10 @@ class Recognizer(ABC):
     @abstractmethod
     def version(self) -> str:
         """Version of the model and its weights; part of every result it gives."""
+
+    @property
+    def model_id(self) -> ModelId:
+        return ModelId(self.name, self.version)
 
     @classmethod
     def weights_present(cls, model_dir: Path) -> bool:
@@ -120,9 +109,9 @@ class Recognizer(ABC):
     @abstractmethod
     def postprocess(
         self, output: Any, item: Any, image: DecodedImage, params: dict[str, Any]
-    ) -> list[dict[str, Any]] | Analysis:
-        """One output to the API's result objects (or an :class:`Analysis` with extra
-        fields), in displayed-image coordinates."""
+    ) -> Analysis:
+        """One output to the API's result objects and the fields its type adds beside them,
+        in displayed-image coordinates."""
 
     def state_token(self) -> str:
         """What besides the image, parameters and version decides this model's answer (the

@@ -12,11 +12,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models.base import Analysis, Recognizer, WeightSource, package_dir
+from models.base import Analysis, Recognizer, WeightSource
+from models.common import package_dir
 from models.faces import FaceDetection, FacesInput, MtcnnFaceDetector, face_object
 from models.fetch import manifest_entry
-from models.registry import register
-from server.images import DecodedImage
+from models.images import DecodedImage
+from models.options import ModelOptions
 
 CHIP_SIZE = 150  # dlib's aligned face: 150 x 150 with 25 % padding
 CHIP_PADDING = 0.25
@@ -48,11 +49,11 @@ class FaceRecognizer(Recognizer):
     descriptor_name: ClassVar[str]  # recorded with every descriptor in the gallery
     default_threshold: ClassVar[float]  # Euclidean distance under which a face matches
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+    def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)
-        self.model_dir = Path(self.options.get("model_dir", "data/models"))
-        self.gallery = self.options.get("gallery")
-        threshold = self.options.get("threshold")
+        self.model_dir = options.model_dir
+        self.gallery = options.gallery
+        threshold = options.celebrities_threshold
         self.threshold = float(threshold) if threshold is not None else self.default_threshold
         self.detector = MtcnnFaceDetector(device, self.options)
         self.input_max_side = self.detector.input_max_side
@@ -141,7 +142,6 @@ class FaceRecognizer(Recognizer):
         return Analysis(known, {"unrecognized": unknown})
 
 
-@register
 class DlibFaceRecognizer(FaceRecognizer):
     """dlib's ResNet face descriptor (128-D, LFW 99.38 %), packaged."""
 
@@ -185,7 +185,6 @@ class DlibFaceRecognizer(FaceRecognizer):
 FACENET_MANIFEST_NAME = "facenet_vggface2"
 
 
-@register
 class FacenetFaceRecognizer(FaceRecognizer):
     """facenet-pytorch InceptionResnetV1 trained on VGGFace2 (512-D), fetched."""
 

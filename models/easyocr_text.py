@@ -19,12 +19,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models.base import WeightSource, package_version
+from models.base import WeightSource
+from models.common import package_version
 from models.fetch import manifest_entry
+from models.images import DecodedImage
 from models.ocr_stages import TextBox
-from models.registry import register
+from models.options import ModelOptions
 from models.text import TextLine, TextReader
-from server.images import DecodedImage
 
 DETECTOR_MANIFEST_NAME = "easyocr_craft_mlt_25k"
 RECOGNISER_MANIFEST_NAME = "easyocr_english_g2"
@@ -44,7 +45,6 @@ class EasyOcrInput:
     grey: np.ndarray  # H x W uint8: what the recogniser reads
 
 
-@register
 class EasyOcrTextReader(TextReader):
     name: ClassVar[str] = "easyocr"
     source: ClassVar[WeightSource] = WeightSource.FETCHED
@@ -56,11 +56,11 @@ class EasyOcrTextReader(TextReader):
     # reads rendered English with fewer errors and faster.
     preference: ClassVar[int] = -10
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+    def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)
-        self.model_dir = Path(self.options.get("model_dir", "data/models"))
+        self.model_dir = options.model_dir
         # CRAFT's canvas: the longest side it looks at (EasyOCR's ``canvas_size``).
-        self.max_side = int(self.options.get("max_side", 960))
+        self.max_side = options.text_max_side
         # The recogniser reads crops of the decoded image: keep them sharper than the canvas.
         self.input_max_side = 2 * self.max_side
         self._reader: Any = None

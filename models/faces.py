@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.base import Recognizer, WeightSource, confidence, package_dir, package_version
-from models.registry import register
-from server.images import DecodedImage
+from models.base import Analysis, Recognizer, WeightSource
+from models.common import box_dict, confidence, package_dir, package_version
+from models.images import DecodedImage
+from models.options import ModelOptions
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 # P-, R- and O-Net score thresholds and pyramid factor: facenet-pytorch's defaults.
@@ -34,16 +35,6 @@ class FaceDetection:
     landmarks: np.ndarray  # 5 x 2 (x, y) in the detection image
 
 
-def box_dict(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> dict:
-    """A box in the API's shape, clamped to the image."""
-    left = min(max(round(x1), 0), width)
-    top = min(max(round(y1), 0), height)
-    right = min(max(round(x2), 0), width)
-    bottom = min(max(round(y2), 0), height)
-    return {"left": left, "top": top, "width": right - left, "height": bottom - top}
-
-
-@register
 class MtcnnFaceDetector(Recognizer):
     """Multi-task cascaded CNN face detector: boxes, five landmarks, probability."""
 
@@ -52,10 +43,10 @@ class MtcnnFaceDetector(Recognizer):
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     weights: ClassVar[str] = "facenet_pytorch/data/{pnet,rnet,onet}.pt (package facenet-pytorch)"
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+    def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)
-        self.max_side = int(self.options.get("max_side", 1280))
-        self.min_face_size = int(self.options.get("min_face_size", 20))
+        self.max_side = options.faces.max_side
+        self.min_face_size = options.faces.min_face_size
         self.input_max_side = self.max_side
         self._nets: tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module] | None = None
 
@@ -131,11 +122,11 @@ class MtcnnFaceDetector(Recognizer):
         item: FacesInput,
         image: DecodedImage,
         params: dict[str, Any],
-    ) -> list[dict[str, Any]]:
+    ) -> Analysis:
         ordered = sorted(output, key=lambda f: f.probability, reverse=True)
-        return [
-            face_object(face, item.scale, image.info.width, image.info.height) for face in ordered
-        ]
+        return Analysis(
+            [face_object(face, item.scale, image.info.width, image.info.height) for face in ordered]
+        )
 
 
 def face_object(face: FaceDetection, scale: float, width: int, height: int) -> dict[str, Any]:

@@ -12,22 +12,16 @@ import torch
 
 from models.base import WeightSource
 from models.coco import COCO_LABELS
+from models.detections import MIN_SCORE, Detection, DetectorOutput, FinalDetections
 from models.fetch import manifest_entry
-from models.objects import (
-    MIN_SCORE,
-    ClassifiedDetector,
-    Detection,
-    DetectorOutput,
-    FinalDetections,
-    ImageNetClassifier,
-)
-from models.registry import register
-from server.images import DecodedImage
+from models.imagenet import ImageNetClassifier
+from models.images import DecodedImage
+from models.objects import ClassifiedDetector
+from models.options import ModelOptions
 
 MANIFEST_NAME = "fasterrcnn_resnet50_fpn_v2"
 
 
-@register
 class FasterRcnnDetector(ClassifiedDetector):
     name: ClassVar[str] = "faster_rcnn_resnet50_fpn_v2"
     source: ClassVar[WeightSource] = WeightSource.FETCHED
@@ -39,7 +33,7 @@ class FasterRcnnDetector(ClassifiedDetector):
     # torchvision resizes to a shorter side of 800 and a longer side of at most 1333.
     input_max_side: ClassVar[int | None] = 1333
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+    def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)
         self._net: torch.nn.Module | None = None
 

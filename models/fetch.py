@@ -1,5 +1,6 @@
-"""Fetching the design card's weights on a machine with internet: download from the official
-URL, check the digest from the manifest in the repository, store in the model folder.
+"""Fetching the weights of the fetched models (docs/models.md) on a machine with internet:
+download from the official URL, check the digest from the manifest in the repository, store
+in the model folder.
 
 The manifest (`weights_manifest.json`) gives each file's full `sha256` where it is known, or
 the `sha256_prefix` its publisher embeds in the file name (torchvision's convention, and all
@@ -19,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+
+from models.common import CHUNK_BYTES, hash_file
 
 MANIFEST_PATH = Path(__file__).with_name("weights_manifest.json")
-CHUNK_BYTES = 1 << 20
 
 
 class FetchError(Exception):
@@ -79,23 +80,9 @@ def manifest_entry(name: str) -> ManifestEntry:
     return manifest[name]
 
 
-def _hash_file(path: Path, *hashes: Any) -> None:
-    """Feeds the file to every hash object in one read."""
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            for digest in hashes:
-                digest.update(block)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    _hash_file(path, digest)
-    return digest.hexdigest()
-
-
 def digests_of(path: Path) -> Digests:
     sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    _hash_file(path, sha256, md5)
+    hash_file(path, sha256, md5)
     return Digests(sha256.hexdigest(), md5.hexdigest())
 
 

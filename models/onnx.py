@@ -36,9 +36,9 @@ def create_session(path: Path, device: torch.device, threads: int):
 class SharedSession:
     """One model file as two sessions: a wide one with all ``threads`` for a call that runs
     alone, and a narrow one with ``threads / instances`` for calls that run side by side
-    (several batches of the model in flight). Measured on 2 cores at concurrency 16: PP-OCR
-    reads 6.1 pages per second this way against 5.1 with one call at a time on both
-    threads, while a lone request keeps both threads (text 217 ms instead of 320)."""
+    (several batches of the model in flight): on a small CPU, single-threaded calls side by
+    side use the cores better than one split call, and a lone request keeps every thread
+    (docs/performance.md)."""
 
     def __init__(self, path: Path, device: torch.device, threads: int, instances: int = 1):
         self.wide = create_session(path, device, threads)

@@ -1,70 +1,79 @@
-"""Maps (type, model name) to the class that implements it, and tells which model serves
-each type. Unknown pairs are refused loudly."""
+"""Every model of the server, in one list, and which of them serves each API type.
+
+Adding a model: write its class (models/base.py's Recognizer) and add it to ``MODELS``.
+Unknown names are refused loudly."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from models.base import Recognizer
+from models.celebrities import DlibFaceRecognizer, FacenetFaceRecognizer
+from models.easyocr_text import EasyOcrTextReader
+from models.faces import MtcnnFaceDetector
+from models.faster_rcnn import FasterRcnnDetector
+from models.nsfw import OpenNsfwClassifier
+from models.ssd_detector import SsdMobileNetV2Detector
+from models.text import PpOcrV4TextReader
 
+# The analysis types of the API (type=cache is answered from stored results, by no model).
 API_TYPES = ("objects", "celebrities", "detect_faces", "detect_text", "nsfw")
 
-_REGISTRY: dict[tuple[str, str], type[Recognizer]] = {}
+MODELS: tuple[type[Recognizer], ...] = (
+    SsdMobileNetV2Detector,
+    FasterRcnnDetector,
+    DlibFaceRecognizer,
+    FacenetFaceRecognizer,
+    MtcnnFaceDetector,
+    PpOcrV4TextReader,
+    EasyOcrTextReader,
+    OpenNsfwClassifier,
+)
 
 
 class UnknownModelError(LookupError):
     pass
 
 
-def register(cls: type[Recognizer]) -> type[Recognizer]:
-    key = (cls.type, cls.name)
-    if cls.type not in API_TYPES:
-        raise UnknownModelError(f"{cls.__name__} declares unknown type {cls.type!r}")
-    if key in _REGISTRY and _REGISTRY[key] is not cls:
-        raise UnknownModelError(f"model {key} registered twice")
-    _REGISTRY[key] = cls
-    return cls
+def _index(models: tuple[type[Recognizer], ...]) -> dict[tuple[str, str], type[Recognizer]]:
+    index: dict[tuple[str, str], type[Recognizer]] = {}
+    for cls in models:
+        if cls.type not in API_TYPES:
+            raise UnknownModelError(f"{cls.__name__} declares unknown type {cls.type!r}")
+        if (cls.type, cls.name) in index:
+            raise UnknownModelError(f"model {(cls.type, cls.name)} listed twice")
+        index[(cls.type, cls.name)] = cls
+    return index
 
 
-def _load_builtin_models() -> None:
-    # Imported here so that each model module registers itself exactly once.
-    from models import (  # noqa: F401
-        celebrities,
-        easyocr_text,
-        faces,
-        faster_rcnn,
-        nsfw,
-        objects,
-        text,
-    )
+_BY_NAME = _index(MODELS)
 
 
 def recognizer_class(type_: str, name: str) -> type[Recognizer]:
-    _load_builtin_models()
     try:
-        return _REGISTRY[(type_, name)]
+        return _BY_NAME[(type_, name)]
     except KeyError:
-        known = sorted(n for t, n in _REGISTRY if t == type_)
+        known = sorted(n for t, n in _BY_NAME if t == type_)
         raise UnknownModelError(
             f"no model {name!r} for type {type_!r}; known: {', '.join(known) or 'none'}"
         ) from None
 
 
 def models_for(type_: str) -> list[type[Recognizer]]:
-    """The registered models of a type, most preferred first."""
-    _load_builtin_models()
-    found = [cls for (t, _), cls in _REGISTRY.items() if t == type_]
+    """The models of a type, most preferred first."""
+    found = [cls for cls in MODELS if cls.type == type_]
     return sorted(found, key=lambda cls: cls.preference, reverse=True)
 
 
 def all_models() -> list[type[Recognizer]]:
-    _load_builtin_models()
-    return list(_REGISTRY.values())
+    return list(MODELS)
 
 
 def default_model(type_: str, configured: str | None, model_dir: Path) -> type[Recognizer] | None:
     """The configured model of a type, else the most preferred one whose weights are
     present; None when the type has no model on this server."""
+    if type_ not in API_TYPES:
+        raise UnknownModelError(f"no type {type_!r}; known: {', '.join(API_TYPES)}")
     if configured:
         return recognizer_class(type_, configured)
     for cls in models_for(type_):

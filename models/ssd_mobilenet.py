@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from torch import nn
 
+from models.common import SameConv
+
 INPUT_SIZE = 300
 NUM_CLASSES = 91  # 0 = background, then COCO ids 1..90
 BN_EPS = 0.001
@@ -34,25 +36,6 @@ INVERTED_RESIDUALS = (
 EXTRA_LAYERS = ((256, 512), (128, 256), (128, 256), (64, 128))
 ANCHORS_PER_CELL = (3, 6, 6, 6, 6, 6)
 FEATURE_CHANNELS = (576, 1280, 512, 256, 256, 128)
-
-
-class SameConv(nn.Conv2d):
-    """Conv2d with TensorFlow's "SAME" padding, computed from the input size."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []
-        for size, kernel, stride in zip(
-            reversed(x.shape[2:]),
-            reversed(self.kernel_size),
-            reversed(self.stride),
-            strict=True,
-        ):
-            out = math.ceil(size / stride)
-            total = max((out - 1) * stride + kernel - size, 0)
-            pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 def conv(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> SameConv:

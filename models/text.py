@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.base import Analysis, Recognizer, WeightSource, confidence, package_dir
-from models.faces import box_dict
+from models.base import Analysis, Recognizer, WeightSource
+from models.common import box_dict, confidence, package_dir
+from models.images import DecodedImage
 from models.ocr_stages import (
     CLS_THRESHOLD,
     CLS_WIDTH,
@@ -29,8 +30,7 @@ from models.ocr_stages import (
     rec_width,
 )
 from models.onnx import SharedSession
-from models.registry import register
-from server.images import DecodedImage
+from models.options import ModelOptions
 
 DET_FILE = "ch_PP-OCRv4_det_infer.onnx"
 REC_FILE = "ch_PP-OCRv4_rec_infer.onnx"
@@ -68,8 +68,7 @@ class TextReader(Recognizer):
     API's text objects in displayed-image pixels."""
 
     type: ClassVar[str] = "detect_text"
-    # Measured on 2 cores (images/s at batch 1, 2, 4, 8: 4.56, 4.31, 3.58, 2.90): detection
-    # of several pages at once is slower per page on CPU.
+    # Detection of several pages at once is slower per page on CPU (docs/performance.md).
     cpu_batch_size: ClassVar[int] = 1
 
     @staticmethod
@@ -113,7 +112,6 @@ class TextReader(Recognizer):
         return Analysis(objects, {"text": "\n".join(line["text"] for line in objects)})
 
 
-@register
 class PpOcrV4TextReader(TextReader):
     name: ClassVar[str] = "pp_ocrv4"
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
@@ -124,11 +122,11 @@ class PpOcrV4TextReader(TextReader):
         "ch_ppocr_mobile_v2.0_cls_infer}.onnx (package rapidocr-onnxruntime)"
     )
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+    def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)
-        self.max_side = int(self.options.get("max_side", 960))
-        self.threads = int(self.options.get("threads", 1))
-        self.instances = int(self.options.get("instances", 1))
+        self.max_side = options.text_max_side
+        self.threads = options.onnx.threads
+        self.instances = options.onnx.instances
         # Crops are cut from the decoded image: twice the detector's size keeps them sharp.
         self.input_max_side = 2 * self.max_side
         self._sessions: dict[str, SharedSession] = {}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from torch import nn
 
-from models.ssd_mobilenet import SameConv
+from models.common import SameConv
 
 _NUMPY_TYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 9: np.int8}
 _ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}

@@ -130,16 +130,15 @@ def raw_pipeline(type_: str, images: list[bytes]) -> dict:
     import torch
 
     from models.device import choose_device
+    from models.images import decode_image, inspect_image
     from models.registry import default_model
-    from server.images import decode_image, inspect_image
-    from server.model_manager import ModelManager
     from server.settings import Settings
 
     settings = Settings(data_dir=Path(tempfile.mkdtemp()))
     device = choose_device(settings.device)
     torch.set_num_threads(settings.torch_threads)
-    manager = ModelManager(settings, device)
-    model = default_model(type_, None, settings.resolved_model_dir)(device, manager.options(type_))
+    cls = default_model(type_, None, settings.resolved_model_dir)
+    model = cls(device, settings.model_options())
     model.load()
     params = PARAMS.get(type_, {})
     results = {}

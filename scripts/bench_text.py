@@ -22,8 +22,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from models.images import decode_image, inspect_image  # noqa: E402
 from models.text import PpOcrV4TextReader  # noqa: E402
-from server.images import decode_image, inspect_image  # noqa: E402
+from server.settings import Settings  # noqa: E402
 from tests.rendered_text import character_error_rate, render_pages  # noqa: E402
 
 
@@ -48,7 +49,8 @@ def main() -> None:
     from rapidocr_onnxruntime import RapidOCR
 
     theirs = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1)
-    ours = PpOcrV4TextReader(torch.device("cpu"), {"threads": threads})
+    options = Settings(onnx_threads=threads, onnx_instances=1).model_options()
+    ours = PpOcrV4TextReader(torch.device("cpu"), options)
     ours.load()
 
     def ours_lines(data: bytes) -> list[str]:

@@ -12,10 +12,9 @@ import os
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
-from models.base import Analysis
 from models.device import choose_device
+from models.images import decode_image, inspect_image
 from models.registry import default_model
-from server.images import decode_image, inspect_image
 from server.settings import get_settings
 
 PARAMS = {
@@ -30,10 +29,7 @@ def create_app() -> FastAPI:
     cls = default_model(type_, None, settings.resolved_model_dir)
     if cls is None:
         raise RuntimeError(f"no model for {type_}")
-    from server.model_manager import ModelManager
-
-    manager = ModelManager(settings, choose_device(settings.device))
-    model = cls(manager.device, manager.options(type_))
+    model = cls(choose_device(settings.device), settings.model_options())
     model.load()
     app = FastAPI()
 
@@ -42,8 +38,7 @@ def create_app() -> FastAPI:
         image = decode_image(data, info)
         item = model.preprocess(image)
         (output,) = model.predict([item])
-        result = model.postprocess(output, item, image, PARAMS.get(type_, {}))
-        return result.objects if isinstance(result, Analysis) else result
+        return model.postprocess(output, item, image, PARAMS.get(type_, {})).objects
 
     @app.post("/api/v2/")
     async def handle(request: Request) -> dict:

@@ -15,16 +15,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.device import choose_device
 from server import __version__
-from server.api import envelope, router
+from server.api import router
 from server.db import init_db, make_engine
 from server.gallery import Gallery
 from server.gallery_api import router as gallery_router
+from server.http import RequestIdMiddleware, envelope
 from server.keys import KeyStore
 from server.memory import IdleTrimmer
-from server.model_manager import ModelManager
+from server.pipeline import AnalysisPipeline
 from server.results import ResultStore
 from server.service import AnalysisService
 from server.settings import Settings, get_settings
+from server.state import AppState, State
 
 log = logging.getLogger(__name__)
 
@@ -64,27 +66,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.resolved_database_url)
         await asyncio.to_thread(init_db, engine)
         device = choose_device(settings.device)  # torch's threads: see ModelManager
-        models = ModelManager(settings, device, Gallery(engine))
-        service = AnalysisService(
-            settings, KeyStore(engine), ResultStore(engine, settings.result_retention_days), models
+        gallery = Gallery(engine)
+        pipeline = AnalysisPipeline(settings, device, gallery=gallery)
+        keys = KeyStore(engine)
+        results = ResultStore(engine, settings.result_retention_days)
+        trimmer = IdleTrimmer()
+        app.state.imagerecognize = AppState(
+            settings=settings,
+            keys=keys,
+            results=results,
+            gallery=gallery,
+            pipeline=pipeline,
+            service=AnalysisService(keys, results, pipeline),
+            trimmer=trimmer,
         )
-        app.state.service = service
-        app.state.trimmer = trimmer = IdleTrimmer()
         # Threads for the handlers' short blocking calls (database): AnyIO's default of 40
         # only adds memory, one malloc arena per thread.
         anyio.to_thread.current_default_thread_limiter().total_tokens = BLOCKING_THREADS
         log.info("imagerecognize %s on %s", __version__, device)
         if settings.preload:
-            await models.preload()
-        purge = asyncio.create_task(_purge_periodically(service.results))
+            await pipeline.preload()
+        purge = asyncio.create_task(_purge_periodically(results))
         trim = asyncio.create_task(trimmer.run())
         try:
             yield
         finally:
             purge.cancel()
             trim.cancel()
-            await models.close()
-            service.close()
+            await pipeline.close()
             engine.dispose()
 
     logging.getLogger("uvicorn.access").addFilter(RedactApiKeys())
@@ -95,17 +104,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
         docs_url="/docs",
     )
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(router)
     app.include_router(gallery_router)
 
     @app.get("/health")
-    async def health(request: Request) -> dict[str, object]:
-        service: AnalysisService = request.app.state.service
+    async def health(state: State) -> dict[str, object]:
         return {
             "status": "ok",
             "version": __version__,
-            "device": str(service.models.device),
-            "models": service.models.status(),
+            "device": str(state.pipeline.device),
+            "models": state.pipeline.status(),
         }
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,18 +1,18 @@
-"""The request checks that need no image and no model: 300, 400, 420, 421, in that order.
-(401 and 402 need the database and are interleaved by the endpoint.)"""
+"""The checks of a request's type (420) and parameters (421); server/admission.py runs them
+in their place among the others."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from models.registry import API_TYPES
 from server.errors import ApiError, ErrorKind
 from server.upload import Upload
 
-ANALYSIS_TYPES = ("objects", "celebrities", "detect_faces", "detect_text", "nsfw")
 CACHE_TYPE = "cache"
-ALL_TYPES = (*ANALYSIS_TYPES, CACHE_TYPE)
+ALL_TYPES = (*API_TYPES, CACHE_TYPE)
 
 _DECIMAL = re.compile(r"^\s*[+-]?\d+\s*$")
 
@@ -44,28 +44,11 @@ TYPE_PARAMETERS: dict[str, dict[str, IntRule]] = {
 CACHE_DEFAULT_LIMIT = 10
 
 
-@dataclass(frozen=True)
-class CheckedRequest:
-    apikey: str
-    type: str
-    params: dict[str, Any] = field(default_factory=dict)
-    file: bytes | None = None
-
-
 def parse_int(value: str) -> int | None:
     """A decimal integer string ("80", " 80 ", "+80") to int; anything else to None."""
     if not _DECIMAL.match(value):
         return None
     return int(value)
-
-
-def require_apikey(upload: Upload) -> str:
-    if upload.empty:
-        raise ApiError(ErrorKind.NO_DATA)
-    apikey = upload.fields.get("apikey", "").strip()
-    if not apikey:
-        raise ApiError(ErrorKind.APIKEY_MISSING)
-    return apikey
 
 
 def check_type(upload: Upload, is_get: bool, partial: bool = False) -> str | None:

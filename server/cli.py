@@ -196,16 +196,18 @@ def cmd_models_fetch(args: argparse.Namespace, settings: Settings) -> int:
 def _face_model(settings: Settings):
     """The gallery, and the celebrities model loaded in this process."""
     from models.device import choose_device
+    from models.registry import default_model
     from server.db import init_db, make_engine
+    from server.errors import ModelUnavailableError
     from server.gallery import Gallery
-    from server.model_manager import ModelManager
 
     engine = make_engine(settings.resolved_database_url)
     init_db(engine)
     gallery = Gallery(engine)
-    manager = ModelManager(settings, choose_device(settings.device), gallery)
-    cls = manager.model_class("celebrities")
-    model = cls(manager.device, manager.options("celebrities"))
+    cls = default_model("celebrities", settings.celebrities_model, settings.resolved_model_dir)
+    if cls is None:
+        raise ModelUnavailableError("type celebrities is not available on this server")
+    model = cls(choose_device(settings.device), settings.model_options(gallery))
     model.load()
     return gallery, model
 

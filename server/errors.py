@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from enum import Enum
 
+from models.images import ImageError, ImageErrorKind
+from server.gallery import GalleryError
+
 
 class ErrorKind(Enum):
     """Every failure a client can see. Value: (status, status_message)."""
@@ -17,8 +20,6 @@ class ErrorKind(Enum):
     INVALID_FORMAT = (415, "Invalid file format")
     INVALID_TYPE = (420, "Invalid type")
     INVALID_PARAMETER = (421, "Invalid parameter")
-    FORBIDDEN = (403, "Forbidden")
-    NOT_FOUND = (404, "Not found")
     UNAVAILABLE = (503, "Service unavailable")
     # Never delivered (nginx's code): it names, in the access log, a request whose client
     # left before its answer; the analysis was dropped and its quota refunded.
@@ -63,3 +64,22 @@ class ModelUnavailableError(ApiError):
 
     def __init__(self, detail: str, retry_after: int | None = None):
         super().__init__(ErrorKind.UNAVAILABLE, detail, retry_after)
+
+
+# What a client is told of an image the image module refused.
+IMAGE_ERRORS = {
+    ImageErrorKind.INVALID_FILE: ErrorKind.INVALID_FILE,
+    ImageErrorKind.TOO_LARGE: ErrorKind.IMAGE_TOO_LARGE,
+    ImageErrorKind.UNSUPPORTED_FORMAT: ErrorKind.INVALID_FORMAT,
+}
+
+
+def api_error(exc: Exception) -> ApiError | None:
+    """The API's answer to an error raised below the HTTP layer; None: an internal error."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ImageError):
+        return ApiError(IMAGE_ERRORS[exc.kind])
+    if isinstance(exc, GalleryError):
+        return ApiError(ErrorKind.INVALID_PARAMETER, str(exc))
+    return None

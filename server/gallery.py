@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from models.images import ImageError, decode_image, inspect_image
 from server.db import FaceDescriptor, GalleryFace, GalleryState, Person
 
 STATE_ROW = 1
@@ -37,7 +38,6 @@ class GalleryMatrix:
 
     version: int
     names: list[str]
-    face_ids: np.ndarray
     vectors: np.ndarray  # N x D float32
 
     def __post_init__(self) -> None:
@@ -59,15 +59,12 @@ def enrolment_faces(
 ) -> list[EnrolledFace]:
     """Each photo's one face, aligned and described by ``model`` (a FaceRecognizer); a photo
     with no face, several faces, or that is not a readable PNG/JPEG is refused by name."""
-    from server.errors import ApiError
-    from server.images import decode_image, inspect_image
-
     faces = []
     for source, data in photos:
         try:
             image = decode_image(data, inspect_image(data, max_pixels), model.input_max_side)
-        except ApiError as exc:
-            raise GalleryError(f"{source}: {exc.status_message.lower()}") from None
+        except ImageError as exc:
+            raise GalleryError(f"{source}: {exc}") from None
         (described,) = model.predict([model.preprocess(image)])
         if not described:
             raise GalleryError(f"{source}: no face found")
@@ -219,22 +216,17 @@ class Gallery:
             return cached
         with self._lock, Session(self.engine) as session:
             rows = session.execute(
-                select(Person.name, FaceDescriptor.face_id, FaceDescriptor.vector)
+                select(Person.name, FaceDescriptor.vector)
                 .join(GalleryFace, GalleryFace.id == FaceDescriptor.face_id)
                 .join(Person, Person.id == GalleryFace.person_id)
                 .where(FaceDescriptor.model == model)
                 .order_by(FaceDescriptor.face_id)
             ).all()
         vectors = (
-            np.stack([np.frombuffer(v, dtype="<f4") for _, _, v in rows])
+            np.stack([np.frombuffer(v, dtype="<f4") for _, v in rows])
             if rows
             else np.zeros((0, 1), dtype=np.float32)
         )
-        built = GalleryMatrix(
-            version,
-            [r[0] for r in rows],
-            np.array([r[1] for r in rows], dtype=np.int64),
-            vectors.astype(np.float32),
-        )
+        built = GalleryMatrix(version, [name for name, _ in rows], vectors.astype(np.float32))
         self._cache[model] = built
         return built

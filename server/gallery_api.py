@@ -8,99 +8,82 @@ DELETE /api/v2/gallery/{name}/faces/{id}?apikey=…   remove one face
 
 from __future__ import annotations
 
-import logging
-import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from server.api import envelope, error_response, internal_error
 from server.errors import ApiError, ErrorKind
-from server.gallery import GalleryError, enrolment_faces
-from server.service import AnalysisService
+from server.gallery import enrolment_faces
+from server.http import respond
+from server.state import AppState, State
 from server.upload import Upload, UploadTooLargeError, read_upload
-
-log = logging.getLogger(__name__)
 
 router = APIRouter()
 TYPE = "celebrities"
 
 
-async def _guarded(
-    request: Request, work: Callable[[AnalysisService, Upload], Awaitable[Any]]
-) -> JSONResponse:
-    service: AnalysisService = request.app.state.service
+async def admin_upload(request: Request, state: AppState) -> Upload:
+    """The request's fields and photos, from an admin key: else 413, 400 or 401."""
     try:
-        try:
-            upload = await read_upload(request, service.settings.max_upload_bytes)
-        except UploadTooLargeError:
-            raise ApiError(ErrorKind.IMAGE_TOO_LARGE) from None
-        apikey = upload.fields.get("apikey", "").strip()
-        if not apikey:
-            raise ApiError(ErrorKind.APIKEY_MISSING)
-        key = await run_in_threadpool(service.keys.authenticate, apikey)
-        if key is None or not key.is_admin:
-            raise ApiError(ErrorKind.APIKEY_INVALID)
-        data = await work(service, upload)
-        return envelope(200, "OK", data)
-    except GalleryError as exc:
-        return error_response(ApiError(ErrorKind.INVALID_PARAMETER, str(exc)))
-    except ApiError as error:
-        return error_response(error)
-    except Exception:
-        request_id = uuid.uuid4().hex[:16]
-        log.exception("gallery request %s failed", request_id)
-        return internal_error(request_id)
+        upload = await read_upload(request, state.settings.max_upload_bytes)
+    except UploadTooLargeError:
+        raise ApiError(ErrorKind.IMAGE_TOO_LARGE) from None
+    apikey = upload.fields.get("apikey", "").strip()
+    if not apikey:
+        raise ApiError(ErrorKind.APIKEY_MISSING)
+    key = await run_in_threadpool(state.keys.authenticate, apikey)
+    if key is None or not key.is_admin:
+        raise ApiError(ErrorKind.APIKEY_INVALID)
+    return upload
 
 
 @router.post("/api/v2/gallery/")
-async def enrol(request: Request) -> JSONResponse:
-    async def work(service: AnalysisService, upload: Upload) -> Any:
+async def enrol(request: Request, state: State) -> JSONResponse:
+    async def work() -> Any:
+        upload = await admin_upload(request, state)
         name = upload.fields.get("name", "").strip()
         if not name:
             raise ApiError(ErrorKind.INVALID_PARAMETER, "name (missing)")
         photos = upload.files
         if not photos:
             raise ApiError(ErrorKind.INVALID_PARAMETER, "file (missing)")
-        batcher = await service.models.batcher(TYPE)
+        batcher = await state.pipeline.batcher(TYPE)
         model = batcher.model
         faces = await batcher.run_exclusive(
-            enrolment_faces, model, photos, service.settings.max_image_pixels
+            enrolment_faces, model, photos, state.settings.max_image_pixels
         )
-        return await run_in_threadpool(
-            service.models.gallery.enrol, name, faces, model.descriptor_name
-        )
+        return await run_in_threadpool(state.gallery.enrol, name, faces, model.descriptor_name)
 
-    return await _guarded(request, work)
+    return await respond(request, work)
 
 
 @router.get("/api/v2/gallery/")
-async def people(request: Request) -> JSONResponse:
-    async def work(service: AnalysisService, upload: Upload) -> Any:
-        cls = service.models.model_class(TYPE)
-        return {
-            "people": await run_in_threadpool(service.models.gallery.people, cls.descriptor_name)
-        }
+async def people(request: Request, state: State) -> JSONResponse:
+    async def work() -> Any:
+        await admin_upload(request, state)
+        descriptor = state.pipeline.model_class(TYPE).descriptor_name
+        return {"people": await run_in_threadpool(state.gallery.people, descriptor)}
 
-    return await _guarded(request, work)
+    return await respond(request, work)
 
 
 @router.delete("/api/v2/gallery/{name}")
-async def remove_person(request: Request, name: str) -> JSONResponse:
-    async def work(service: AnalysisService, upload: Upload) -> Any:
-        await run_in_threadpool(service.models.gallery.remove_person, name)
+async def remove_person(request: Request, state: State, name: str) -> JSONResponse:
+    async def work() -> Any:
+        await admin_upload(request, state)
+        await run_in_threadpool(state.gallery.remove_person, name)
         return {"removed": name}
 
-    return await _guarded(request, work)
+    return await respond(request, work)
 
 
 @router.delete("/api/v2/gallery/{name}/faces/{face_id}")
-async def remove_face(request: Request, name: str, face_id: int) -> JSONResponse:
-    async def work(service: AnalysisService, upload: Upload) -> Any:
-        await run_in_threadpool(service.models.gallery.remove_face, name, face_id)
+async def remove_face(request: Request, state: State, name: str, face_id: int) -> JSONResponse:
+    async def work() -> Any:
+        await admin_upload(request, state)
+        await run_in_threadpool(state.gallery.remove_face, name, face_id)
         return {"removed": {"name": name, "face": face_id}}
 
-    return await _guarded(request, work)
+    return await respond(request, work)

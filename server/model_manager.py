@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from models.base import Recognizer
 from models.device import set_thread_torch_threads
+from models.options import FaceGallery
 from models.registry import API_TYPES, default_model
 from server.batching import Batcher
 from server.errors import ModelUnavailableError
@@ -45,10 +46,13 @@ class _Slot:
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, device: torch.device, gallery: Any = None):
+    def __init__(
+        self, settings: Settings, device: torch.device, gallery: FaceGallery | None = None
+    ):
         self.settings = settings
         self.device = device
         self.gallery = gallery
+        self.model_options = settings.model_options(gallery)
         # Every torch model loads and runs in this one thread. OpenMP keeps one team of
         # threads per calling thread, and once a process has more OpenMP threads than cores,
         # libgomp stops spin-waiting: measured here, that makes every torch call ~50 % slower.
@@ -60,45 +64,14 @@ class ModelManager:
         )
         self._slots: dict[str, _Slot] = {}
         for type_ in API_TYPES:
-            configured = self._configured_name(type_)
             try:
-                cls = default_model(type_, configured, settings.resolved_model_dir)
+                cls = default_model(type_, settings.model_for(type_), settings.resolved_model_dir)
             except LookupError as exc:
                 # A misconfigured type fails alone; say why in the log and in its 503.
                 log.error("type %s: %s", type_, exc)
                 self._slots[type_] = _Slot(type_, None, error=str(exc), failed_at=float("inf"))
                 continue
             self._slots[type_] = _Slot(type_, cls)
-
-    def _configured_name(self, type_: str) -> str | None:
-        return self.settings.model_for(type_)
-
-    def options(self, type_: str) -> dict[str, Any]:
-        faces = {
-            "max_side": self.settings.faces_max_side,
-            "min_face_size": self.settings.faces_min_size,
-        }
-        if type_ == "detect_faces":
-            return faces
-        if type_ == "celebrities":
-            return {
-                **faces,
-                "model_dir": self.settings.resolved_model_dir,
-                "gallery": self.gallery,
-                "threshold": self.settings.celebrities_threshold,
-            }
-        if type_ == "objects":
-            return {"model_dir": self.settings.resolved_model_dir}
-        onnx = {"threads": self.settings.onnx_threads, "instances": self.settings.onnx_instances}
-        if type_ == "detect_text":
-            return {
-                **onnx,
-                "max_side": self.settings.text_max_side,
-                "model_dir": self.settings.resolved_model_dir,
-            }
-        if type_ == "nsfw":
-            return onnx
-        return {}
 
     def model_class(self, type_: str) -> type[Recognizer]:
         """The class serving a type, without loading it; 503 when the type has none."""
@@ -118,7 +91,7 @@ class ModelManager:
                 raise ModelUnavailableError(f"model for {slot.type} failed to load")
             started = time.perf_counter()
             try:
-                model = cls(self.device, self.options(slot.type))
+                model = cls(self.device, self.model_options)
                 model.load()
             except Exception as exc:
                 log.exception("loading %s/%s failed", slot.type, cls.name)

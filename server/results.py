@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,15 +13,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from models.base import Analysis
+from models.base import Analysis, ModelId
+from models.images import ImageInfo
 from server.db import StoredResult, utcnow
-from server.images import ImageInfo
-
-
-@dataclass(frozen=True)
-class ModelId:
-    name: str
-    version: str
 
 
 def lookup_hash(

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.options import FaceGallery, FacesOptions, ModelOptions, OnnxOptions
+
 
 def _default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
@@ -150,10 +152,24 @@ class Settings(BaseSettings):
 
     def model_for(self, type_: str) -> str | None:
         """The model configured for an API type, if any."""
-        setting = {"detect_faces": "faces_model", "detect_text": "text_model"}.get(
-            type_, f"{type_}_model"
+        return {
+            "objects": self.objects_model,
+            "celebrities": self.celebrities_model,
+            "detect_faces": self.faces_model,
+            "detect_text": self.text_model,
+            "nsfw": self.nsfw_model,
+        }[type_]
+
+    def model_options(self, gallery: FaceGallery | None = None) -> ModelOptions:
+        """What every model is built with; ``gallery``: the one celebrities match against."""
+        return ModelOptions(
+            model_dir=self.resolved_model_dir,
+            faces=FacesOptions(max_side=self.faces_max_side, min_face_size=self.faces_min_size),
+            celebrities_threshold=self.celebrities_threshold,
+            text_max_side=self.text_max_side,
+            onnx=OnnxOptions(threads=self.onnx_threads, instances=self.onnx_instances),
+            gallery=gallery,
         )
-        return getattr(self, setting, None)
 
     @property
     def resolved_model_dir(self) -> Path:

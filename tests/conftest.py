@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import socket
@@ -17,12 +18,16 @@ import requests
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from models.options import ModelOptions
 from server.app import create_app
 from server.db import init_db, make_engine
 from server.keys import KeyStore
 from server.settings import Settings
+from server.state import AppState
 
 ROOT = Path(__file__).resolve().parent.parent
+
+API_URL = "/api/v2/"
 
 
 def encode(image: Image.Image | np.ndarray, fmt: str = "JPEG", **options: object) -> bytes:
@@ -62,6 +67,32 @@ def astronaut_jpeg(astronaut: Image.Image) -> bytes:
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
     return Settings(data_dir=data_dir, **overrides)
+
+
+def model_options(model_dir: Path | None = None, **overrides: object) -> ModelOptions:
+    """What the server builds its models with (``overrides``: Settings fields)."""
+    options = Settings(**overrides).model_options()
+    return options if model_dir is None else dataclasses.replace(options, model_dir=model_dir)
+
+
+def app_state(client: TestClient) -> AppState:
+    """The state of a running test app (its key store, result store, pipeline...)."""
+    return client.app.state.imagerecognize
+
+
+def post_api(
+    client: TestClient,
+    fields: dict[str, str] | None = None,
+    file: bytes | None = None,
+    url: str = API_URL,
+) -> dict:
+    """POSTs ``fields`` and ``file`` to the API; the body, once its status is checked to be
+    the HTTP status."""
+    files = {"file": ("file", file)} if file is not None else None
+    response = client.post(url, data=fields or {}, files=files)
+    body = response.json()
+    assert response.status_code == body["status"], "HTTP status must equal the body's status"
+    return body
 
 
 @pytest.fixture
@@ -153,7 +184,7 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="session")
 def reference_photos(astronaut: Image.Image, grace_hopper: Image.Image, coffee: Image.Image):
-    """The seven photos of MODELS.md, by name."""
+    """The seven reference photos of docs/models.md, by name."""
     import skimage.data
     from sklearn.datasets import load_sample_images
 

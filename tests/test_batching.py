@@ -16,13 +16,13 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.base import Recognizer, WeightSource
+from models.base import Analysis, Recognizer, WeightSource
 from models.faces import MtcnnFaceDetector
 from server.app import create_app
 from server.batching import Batcher, run_batch
 from server.errors import ModelUnavailableError
 from server.keys import KeyStore
-from tests.conftest import encode, make_settings
+from tests.conftest import app_state, encode, make_settings, model_options
 
 
 class Doubler(Recognizer):
@@ -34,7 +34,7 @@ class Doubler(Recognizer):
     weights = "none"
 
     def __init__(self, delay_s: float = 0.0):
-        super().__init__(torch.device("cpu"))
+        super().__init__(torch.device("cpu"), model_options())
         self.delay_s = delay_s
         self.calls: list[list[Any]] = []
 
@@ -58,8 +58,8 @@ class Doubler(Recognizer):
             raise ValueError("bad item")
         return [item * 2 for item in batch]
 
-    def postprocess(self, output: Any, item: Any, image: Any, params: dict) -> list:
-        return [output]
+    def postprocess(self, output: Any, item: Any, image: Any, params: dict) -> Analysis:
+        return Analysis([output])
 
 
 def test_a_bad_item_fails_alone() -> None:
@@ -134,6 +134,7 @@ def test_deadline_answers_503() -> None:
     assert isinstance(outcome, ModelUnavailableError) and "timed out" in outcome.status_message
 
 
+@pytest.mark.slow
 def test_overloaded_server_answers_503_with_retry_after_header(
     tmp_path: Path, astronaut: Image.Image, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,7 +148,7 @@ def test_overloaded_server_answers_503_with_retry_after_header(
 
     monkeypatch.setattr(MtcnnFaceDetector, "predict", slow)
     with TestClient(create_app(settings)) as client:
-        keys = KeyStore(client.app.state.service.keys.engine)
+        keys = KeyStore(app_state(client).keys.engine)
         key = keys.create("busy", quota=100)
         images = [encode(astronaut.resize((64 + i, 64))) for i in range(6)]
         images.append(b"not an image at all")  # its own error comes before any 503

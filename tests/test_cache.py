@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import update
@@ -11,17 +12,17 @@ from sqlalchemy import update
 from models.faces import MtcnnFaceDetector
 from server.db import StoredResult, utcnow
 from server.keys import KeyStore
-from tests.conftest import encode
+from tests.conftest import app_state, encode, post_api
+
+pytestmark = pytest.mark.slow  # real models or live servers
 
 URL = "/api/v2/"
 
 
 def analyse(client: TestClient, key: str, data: bytes) -> dict:
-    response = client.post(
-        URL, data={"apikey": key, "type": "detect_faces"}, files={"file": ("file", data)}
-    )
-    assert response.status_code == 200, response.json()
-    return response.json()["data"]
+    body = post_api(client, {"apikey": key, "type": "detect_faces"}, data)
+    assert body["status"] == 200, body
+    return body["data"]
 
 
 def cache(client: TestClient, key: str, **fields: str) -> dict:
@@ -84,6 +85,6 @@ def test_expired_results_are_neither_listed_nor_reused(
         conn.execute(update(StoredResult).values(created_at=utcnow() - timedelta(days=31)))
     assert cache(client, key)["data"]["objects"] == []
     assert analyse(client, key, image)["cached"] is False
-    service = client.app.state.service
+    service = app_state(client)
     assert service.results.purge_expired() == 1
     assert cache(client, key, id=first["id"])["status"] == 421

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli as run
+
+pytestmark = pytest.mark.slow  # real models or live servers
 
 
 def test_keys_lifecycle(tmp_path: Path) -> None:

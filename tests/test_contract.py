@@ -1,4 +1,4 @@
-"""Every status code of SPEC.md, and the order in which the checks apply."""
+"""Every status code of docs/api.md, and the order in which the checks apply."""
 
 from __future__ import annotations
 
@@ -11,16 +11,13 @@ from PIL import Image
 
 from server.app import create_app
 from server.keys import KeyStore
-from tests.conftest import encode, make_settings
+from tests.conftest import app_state, encode, make_settings, post_api
 
 URL = "/api/v2/"
 
 
 def call(client: TestClient, data: dict | None = None, file: bytes | None = None, url: str = URL):
-    files = {"file": ("file", file)} if file is not None else None
-    response = client.post(url, data=data or {}, files=files)
-    body = response.json()
-    assert response.status_code == body["status"], "HTTP status must equal the body's status"
+    body = post_api(client, data, file, url)
     assert set(body) == {"status", "status_message", "data"}
     return body
 
@@ -134,7 +131,7 @@ def test_file_checks_413_415_412_then_503(
     client_without_text: TestClient, small_jpeg: bytes
 ) -> None:
     client = client_without_text
-    apikey = KeyStore(client.app.state.service.keys.engine).create("tester")
+    apikey = KeyStore(app_state(client).keys.engine).create("tester")
     body = call(client, {"apikey": apikey, "type": "detect_faces"}, b"%PDF-1.4 not an image")
     assert (body["status"], body["status_message"]) == (415, "Invalid file format")
     half = small_jpeg[: len(small_jpeg) // 2]
@@ -149,11 +146,12 @@ def test_file_checks_413_415_412_then_503(
     assert "not-installed" in body["status_message"]
 
 
+@pytest.mark.slow
 def test_failed_requests_are_not_charged(
     client_without_text: TestClient, small_jpeg: bytes
 ) -> None:
     client = client_without_text
-    keys = KeyStore(client.app.state.service.keys.engine)
+    keys = KeyStore(app_state(client).keys.engine)
     key = keys.create("two-left", quota=2)
     for bad in (b"GIF89a", small_jpeg[:200], b""):
         assert call(client, {"apikey": key, "type": "detect_faces"}, bad)["status"] in (412, 415)
@@ -165,6 +163,7 @@ def test_failed_requests_are_not_charged(
     assert call(client, {"apikey": key, "type": "detect_faces"}, small_jpeg)["status"] == 402
 
 
+@pytest.mark.slow
 def test_success_envelope_and_extensions(
     client: TestClient, apikey: str, astronaut: Image.Image
 ) -> None:
@@ -189,6 +188,7 @@ def test_urlencoded_form_is_accepted(client: TestClient, apikey: str) -> None:
     assert response.status_code == 200 and response.json()["data"]["type"] == "cache"
 
 
+@pytest.mark.slow
 def test_png_and_filename_do_not_matter(client: TestClient, apikey: str, astronaut) -> None:
     png = encode(astronaut, "PNG")
     files = {"file": ("photo.gif", io.BytesIO(png), "image/gif")}
@@ -200,3 +200,17 @@ def test_png_and_filename_do_not_matter(client: TestClient, apikey: str, astrona
 def test_other_paths_answer_in_the_envelope(client: TestClient) -> None:
     response = client.get("/api/v1/")
     assert response.status_code == 404 and response.json()["status"] == 404
+
+
+def test_every_answer_names_its_request(client: TestClient, apikey: str) -> None:
+    answers = [
+        client.get(URL, params={"apikey": apikey, "type": "cache"}),  # 200
+        client.post(URL),  # 300
+        client.post(URL, data={"type": "cache"}),  # 400
+        client.post("/api/v2", data={"apikey": apikey}),  # 300, no slash
+        client.get("/api/v1/"),  # 404
+        client.get("/api/v2/gallery/"),  # 400 from the gallery's routes
+        client.get("/health"),
+    ]
+    ids = [answer.headers["x-request-id"] for answer in answers]
+    assert all(len(i) == 16 for i in ids) and len(set(ids)) == len(ids)

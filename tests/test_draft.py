@@ -11,10 +11,12 @@ import torch
 from PIL import Image
 
 from models.faces import MtcnnFaceDetector
+from models.images import decode_image, inspect_image
 from models.nsfw import OpenNsfwClassifier
-from models.objects import SsdMobileNetV2Detector
-from server.images import decode_image, inspect_image
-from tests.conftest import encode
+from models.ssd_detector import SsdMobileNetV2Detector
+from tests.conftest import encode, model_options
+
+pytestmark = pytest.mark.slow  # real models or live servers
 
 
 def boxes(model, data: bytes, draft: bool, params: dict) -> list[dict]:
@@ -24,8 +26,7 @@ def boxes(model, data: bytes, draft: bool, params: dict) -> list[dict]:
         assert image.rgb.width < info.width  # really decoded smaller
     item = model.preprocess(image)
     (output,) = model.predict([item])
-    result = model.postprocess(output, item, image, params)
-    return result
+    return model.postprocess(output, item, image, params).objects
 
 
 def within(a: dict, b: dict, width: int, height: int, share: float = 0.02) -> bool:
@@ -49,8 +50,8 @@ def big_photo(astronaut: Image.Image, grace_hopper: Image.Image) -> tuple[bytes,
 @pytest.mark.parametrize(
     "make",
     [
-        lambda tmp: MtcnnFaceDetector(torch.device("cpu")),
-        lambda tmp: SsdMobileNetV2Detector(torch.device("cpu"), {"model_dir": tmp}),
+        lambda tmp: MtcnnFaceDetector(torch.device("cpu"), model_options()),
+        lambda tmp: SsdMobileNetV2Detector(torch.device("cpu"), model_options(tmp)),
     ],
 )
 def test_draft_boxes_match_full_decode(
@@ -81,7 +82,7 @@ def test_draft_boxes_match_full_decode(
 
 
 def test_draft_nsfw_score_matches_full_decode(big_photo: tuple[bytes, int, int]) -> None:
-    model = OpenNsfwClassifier(torch.device("cpu"))
+    model = OpenNsfwClassifier(torch.device("cpu"), model_options())
     model.load()
     data, _, _ = big_photo
     params = {"nsfw_min_confidence": 0}

@@ -16,6 +16,7 @@ from tests.conftest import encode
 URL = "/api/v2/"
 
 
+@pytest.mark.slow
 def test_internal_error_is_500_without_details(
     client: TestClient,
     keys: KeyStore,

@@ -9,20 +9,18 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from models.faces import MtcnnFaceDetector
-from server.images import decode_image, inspect_image
-from tests.conftest import encode
+from models.images import decode_image, inspect_image
+from tests.conftest import encode, model_options, post_api
 
-URL = "/api/v2/"
-# Face boxes [x1, y1, x2, y2] measured with MTCNN on these photos (MODELS.md).
+pytestmark = pytest.mark.slow  # real models or live servers
+
+# Face boxes [x1, y1, x2, y2] measured with MTCNN on these photos (docs/models.md).
 ASTRONAUT_BOX = (181, 62, 268, 172)
 GRACE_HOPPER_BOX = (174, 120, 356, 341)
 
 
 def faces(client: TestClient, apikey: str, data: bytes) -> list[dict]:
-    response = client.post(
-        URL, data={"apikey": apikey, "type": "detect_faces"}, files={"file": ("file", data)}
-    )
-    body = response.json()
+    body = post_api(client, {"apikey": apikey, "type": "detect_faces"}, data)
     assert body["status"] == 200, body
     return body["data"]["objects"]
 
@@ -38,7 +36,7 @@ def assert_box_near(box: dict, expected: tuple[int, ...], tolerance: int) -> Non
 
 @pytest.fixture
 def detector() -> MtcnnFaceDetector:
-    model = MtcnnFaceDetector(torch.device("cpu"))
+    model = MtcnnFaceDetector(torch.device("cpu"), model_options())
     model.load()
     return model
 

@@ -23,7 +23,9 @@ from models.faster_rcnn import FasterRcnnDetector
 from models.fetch import FetchError, ManifestEntry, fetch
 from server.app import create_app
 from server.keys import KeyStore
-from tests.conftest import encode, make_settings
+from tests.conftest import app_state, encode, make_settings
+
+pytestmark = pytest.mark.slow  # real models or live servers
 
 
 @pytest.fixture
@@ -83,7 +85,7 @@ def test_fetched_faster_rcnn_answers_through_the_api(
     made_up = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)
     torch.save(made_up.state_dict(), FasterRcnnDetector.weights_file(model_dir))
     with TestClient(create_app(settings)) as client:
-        key = KeyStore(client.app.state.service.keys.engine).create("frcnn")
+        key = KeyStore(app_state(client).keys.engine).create("frcnn")
         response = client.post(
             "/api/v2/",
             data={"apikey": key, "type": "objects", "max_labels": "20", "min_confidence": "1"},
@@ -159,7 +161,7 @@ def test_fetched_easyocr_answers_through_the_api(tmp_path: Path) -> None:
     make_easyocr_weights(model_dir)
     image = Image.new("RGB", (400, 120), "white")
     with TestClient(create_app(settings)) as client:
-        key = KeyStore(client.app.state.service.keys.engine).create("easyocr")
+        key = KeyStore(app_state(client).keys.engine).create("easyocr")
         response = client.post(
             "/api/v2/",
             data={"apikey": key, "type": "detect_text"},

@@ -16,6 +16,8 @@ from server.keys import KeyStore
 from server.settings import Settings
 from tests.conftest import LiveServer, encode
 
+pytestmark = pytest.mark.slow  # real models or live servers
+
 MB = 1024 * 1024
 
 

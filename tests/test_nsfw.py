@@ -7,11 +7,11 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from models.images import decode_image, inspect_image
 from models.nsfw import OpenNsfwClassifier
-from server.images import decode_image, inspect_image
-from tests.conftest import encode
+from tests.conftest import encode, model_options, post_api
 
-URL = "/api/v2/"
+pytestmark = pytest.mark.slow  # real models or live servers
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def classifier() -> OpenNsfwClassifier:
-    model = OpenNsfwClassifier(torch.device("cpu"), {"threads": 2})
+    model = OpenNsfwClassifier(torch.device("cpu"), model_options(onnx_threads=2, onnx_instances=1))
     model.load()
     return model
 
@@ -57,7 +57,7 @@ def test_scores_equal_the_reference_classifier(
                 assert abs(ours - theirs) <= 0.5, (name, variant.size, ours, theirs)
                 compared += 1
     assert compared == 7 * 6 * 2
-    # The seven photos are safe for work (MODELS.md: all at most 3.2 %).
+    # The seven photos are safe for work (docs/models.md: all at most 3.2 %).
     for photo in reference_photos.values():
         assert reference.score(photo.convert("RGB")) * 100 <= 3.3
 
@@ -76,13 +76,9 @@ def test_batch_equals_single_calls(
 
 
 def nsfw(client: TestClient, apikey: str, data: bytes, threshold: str) -> list[dict]:
-    response = client.post(
-        URL,
-        data={"apikey": apikey, "type": "nsfw", "nsfw_min_confidence": threshold},
-        files={"file": ("file", data)},
-    )
-    body = response.json()
-    assert response.status_code == body["status"] == 200, body
+    fields = {"apikey": apikey, "type": "nsfw", "nsfw_min_confidence": threshold}
+    body = post_api(client, fields, data)
+    assert body["status"] == 200, body
     assert body["data"]["model"]["name"] == "open_nsfw"
     return body["data"]["objects"]
 

@@ -1,5 +1,5 @@
 """objects: the PyTorch port of SSD-MobileNetV2 against TensorFlow's reference detections
-(MODELS.md) and against OpenCV DNN running the same graph."""
+(docs/models.md) and against OpenCV DNN running the same graph."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.base import package_dir
 from models.coco import COCO_LABELS
-from models.objects import Detection, SsdMobileNetV2Detector
-from server.images import decode_image, inspect_image
-from tests.conftest import encode
+from models.common import package_dir
+from models.detections import Detection
+from models.images import decode_image, inspect_image
+from models.ssd_detector import SsdMobileNetV2Detector
+from tests.conftest import encode, model_options, post_api
 
-URL = "/api/v2/"
-# TensorFlow's detections (score >= 30) on the test photos, from MODELS.md.
+pytestmark = pytest.mark.slow  # real models or live servers
+
+# TensorFlow's detections (score >= 30) on the test photos, from docs/models.md.
 TF_REFERENCE = {
     "astronaut": {"person": 83.7},
     "coffee": {"cup": 96.4, "bowl": 85.9, "dining table": 83.9},
@@ -33,7 +35,7 @@ TF_REFERENCE = {
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory: pytest.TempPathFactory) -> SsdMobileNetV2Detector:
     model = SsdMobileNetV2Detector(
-        torch.device("cpu"), {"model_dir": tmp_path_factory.mktemp("models")}
+        torch.device("cpu"), model_options(tmp_path_factory.mktemp("models"))
     )
     model.load()
     return model
@@ -153,14 +155,14 @@ def test_batch_equals_single_calls(
 
 
 def test_conversion_is_kept_and_redone_when_the_graph_changes(tmp_path: Path) -> None:
-    model = SsdMobileNetV2Detector(torch.device("cpu"), {"model_dir": tmp_path})
+    model = SsdMobileNetV2Detector(torch.device("cpu"), model_options(tmp_path))
     model.load()
     converted = tmp_path / SsdMobileNetV2Detector.CONVERTED_FILE
     saved = torch.load(converted, weights_only=True)
     assert len(saved["source_sha256"]) == 64 and len(saved["state_dict"]) == 76 * 2
     assert (tmp_path / "efficientnet_lite3.pt").is_file()
     torch.save({"source_sha256": "0" * 64, "state_dict": {}}, converted)
-    SsdMobileNetV2Detector(torch.device("cpu"), {"model_dir": tmp_path}).load()
+    SsdMobileNetV2Detector(torch.device("cpu"), model_options(tmp_path)).load()
     assert torch.load(converted, weights_only=True)["source_sha256"] == saved["source_sha256"]
 
 
@@ -187,18 +189,14 @@ def test_classifier_top1_equals_the_tflite_interpreter(
 
 
 def objects(client: TestClient, apikey: str, data: bytes, max_labels: str, min_conf: str):
-    response = client.post(
-        URL,
-        data={
-            "apikey": apikey,
-            "type": "objects",
-            "max_labels": max_labels,
-            "min_confidence": min_conf,
-        },
-        files={"file": ("file", data)},
-    )
-    body = response.json()
-    assert response.status_code == body["status"] == 200, body
+    fields = {
+        "apikey": apikey,
+        "type": "objects",
+        "max_labels": max_labels,
+        "min_confidence": min_conf,
+    }
+    body = post_api(client, fields, data)
+    assert body["status"] == 200, body
     return body["data"]["objects"]
 
 

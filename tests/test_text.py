@@ -9,17 +9,19 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from models.images import decode_image, inspect_image
 from models.text import PpOcrV4TextReader
-from server.images import decode_image, inspect_image
-from tests.conftest import encode
+from tests.conftest import encode, model_options, post_api
 from tests.rendered_text import LINES, character_error_rate, render_pages
+
+pytestmark = pytest.mark.slow  # real models or live servers
 
 URL = "/api/v2/"
 
 
 @pytest.fixture(scope="module")
 def reader() -> PpOcrV4TextReader:
-    model = PpOcrV4TextReader(torch.device("cpu"), {"threads": 2})
+    model = PpOcrV4TextReader(torch.device("cpu"), model_options(onnx_threads=2, onnx_instances=1))
     model.load()
     return model
 
@@ -75,11 +77,8 @@ def test_batch_equals_single_calls(reader: PpOcrV4TextReader) -> None:
 
 def test_api_lines_polygons_and_text(client: TestClient, apikey: str) -> None:
     page = render_pages()[0]
-    response = client.post(
-        URL, data={"apikey": apikey, "type": "detect_text"}, files={"file": page.image}
-    )
-    body = response.json()
-    assert response.status_code == body["status"] == 200, body
+    body = post_api(client, {"apikey": apikey, "type": "detect_text"}, page.image)
+    assert body["status"] == 200, body
     data = body["data"]
     assert [line["text"] for line in data["objects"]] == list(page.lines)
     assert data["text"] == "\n".join(page.lines)

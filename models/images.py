@@ -1,5 +1,7 @@
-"""Decoding of uploaded images: format by magic bytes, pixel limit before decoding, EXIF
-orientation, every PNG/JPEG mode to 8-bit RGB, and JPEG draft decoding at a reduced scale."""
+"""Images as the models see them: format by magic bytes, pixel limit read from the header
+before decoding, EXIF orientation, every PNG/JPEG mode to 8-bit RGB, and JPEG draft decoding
+at a reduced scale. Failures raise :class:`ImageError`; what a client is told is decided at
+the HTTP boundary (server/errors.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,10 @@ import io
 import math
 import warnings
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 from PIL import Image, ImageOps
-
-from server.errors import ApiError, ErrorKind
 
 # Our own pixel limit (checked from the header) replaces Pillow's global one.
 Image.MAX_IMAGE_PIXELS = None
@@ -22,6 +23,21 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 # EXIF orientations that swap width and height once applied.
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+class ImageErrorKind(Enum):
+    """Why an image cannot be analysed. Value: the words for a person (e.g. the operator
+    enrolling gallery photos)."""
+
+    INVALID_FILE = "invalid file"  # truncated, corrupt, or empty
+    TOO_LARGE = "image size too large"  # more pixels than allowed
+    UNSUPPORTED_FORMAT = "invalid file format"  # neither PNG nor JPEG
+
+
+class ImageError(Exception):
+    def __init__(self, kind: ImageErrorKind):
+        super().__init__(kind.value)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -61,25 +77,25 @@ class DecodedImage:
 
 
 def sniff_format(data: bytes) -> str:
-    """Tells PNG from JPEG by the bytes; anything else (GIF, WebP, PDF...) is 415."""
+    """Tells PNG from JPEG by the bytes; anything else (GIF, WebP, PDF...) is refused."""
     if data.startswith(PNG_MAGIC):
         return "png"
     if data.startswith(JPEG_MAGIC):
         return "jpeg"
-    raise ApiError(ErrorKind.INVALID_FORMAT)
+    raise ImageError(ImageErrorKind.UNSUPPORTED_FORMAT)
 
 
 def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
-    """Reads format and size from the header only: 412/413/415 before any pixel is decoded."""
+    """Reads format and size from the header only: refused before any pixel is decoded."""
     if not data:
-        raise ApiError(ErrorKind.INVALID_FILE)
+        raise ImageError(ImageErrorKind.INVALID_FILE)
     fmt = sniff_format(data)
     image = _open(data, fmt)
     width, height = image.size
     if width <= 0 or height <= 0:
-        raise ApiError(ErrorKind.INVALID_FILE)
+        raise ImageError(ImageErrorKind.INVALID_FILE)
     if width * height > max_pixels:
-        raise ApiError(ErrorKind.IMAGE_TOO_LARGE)
+        raise ImageError(ImageErrorKind.TOO_LARGE)
     if _orientation(image) in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return ImageInfo(
@@ -106,7 +122,7 @@ def decode_image(data: bytes, info: ImageInfo, max_side: int | None = None) -> D
                 )
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise ApiError(ErrorKind.INVALID_FILE) from exc
+        raise ImageError(ImageErrorKind.INVALID_FILE) from exc
     image = _apply_orientation(image)
     return DecodedImage(info=info, rgb=to_rgb(image))
 
@@ -140,7 +156,7 @@ def _open(data: bytes, fmt: str) -> Image.Image:
             warnings.simplefilter("ignore")
             return Image.open(io.BytesIO(data), formats=[fmt.upper()])
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise ApiError(ErrorKind.INVALID_FILE) from exc
+        raise ImageError(ImageErrorKind.INVALID_FILE) from exc
 
 
 def _orientation(image: Image.Image) -> int:

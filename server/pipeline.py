@@ -1,0 +1,202 @@
+"""The analysis of one image, without HTTP, keys, quota or storage:
+
+    inspect (header) → decode → preprocess → batch → predict → postprocess
+
+Decoding, preprocessing and postprocessing run in the decode pool, ``predict`` in the model's
+batcher (the one torch thread, or ONNX Runtime's own threads); nothing blocking runs on the
+event loop. The HTTP service (server/service.py) and offline callers use the same object:
+``analyze`` runs every step; the service calls ``inspect`` and ``run`` separately so that its
+quota and stored-result checks sit between them (server/admission.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from sqlalchemy.engine import Engine
+
+from models.base import Analysis, ModelId, Recognizer
+from models.device import choose_device, set_thread_torch_threads
+from models.images import DecodedImage, ImageError, ImageErrorKind, ImageInfo, decode_image
+from models.images import inspect_image as inspect_header
+from models.options import FaceGallery
+from server.batching import Batcher
+from server.errors import ModelUnavailableError
+from server.model_manager import ModelManager
+from server.settings import Settings
+
+__all__ = ["AnalysisPipeline", "ModelId", "PipelineResult"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """One image's analysis by one type's model."""
+
+    type: str
+    info: ImageInfo
+    model: ModelId
+    analysis: Analysis
+
+    def data(self) -> dict[str, Any]:
+        """The API's ``data`` for this image and type, without what the service adds (quota,
+        id, cached, elapsed_ms: server/service.py)."""
+        return {
+            "error": 0,
+            "type": self.type,
+            "objects": self.analysis.objects,
+            "image": self.info.as_dict(),
+            "model": {"name": self.model.name, "version": self.model.version},
+            **self.analysis.extra,
+        }
+
+
+class AnalysisPipeline:
+    """The models of every type, their batchers, and the pool that decodes for them.
+
+    ``gallery``: the one celebrities match against; by default the gallery in the database
+    of ``settings``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        device: torch.device | None = None,
+        *,
+        gallery: FaceGallery | None = None,
+    ) -> None:
+        self.settings = settings
+        self._engine: Engine | None = None
+        if gallery is None:
+            gallery = self._own_gallery(settings)
+        self.models = ModelManager(settings, device or choose_device(settings.device), gallery)
+        # One torch thread each: small torch work here (e.g. NMS) must not start OpenMP teams
+        # beside the inference thread's (see ModelManager.torch_thread).
+        self.decode_pool = ThreadPoolExecutor(
+            max_workers=max(1, settings.decode_threads),
+            thread_name_prefix="decode",
+            initializer=set_thread_torch_threads,
+            initargs=(1,),
+        )
+
+    def _own_gallery(self, settings: Settings) -> FaceGallery:
+        from server.db import init_db, make_engine
+        from server.gallery import Gallery
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._engine = make_engine(settings.resolved_database_url)
+        init_db(self._engine)
+        return Gallery(self._engine)
+
+    @property
+    def device(self) -> torch.device:
+        return self.models.device
+
+    # The whole analysis, for callers without quota or stored results.
+
+    async def analyze(self, data: bytes, type_: str, params: dict[str, Any]) -> PipelineResult:
+        """Analyses one image. ``params``: the type's validated parameters (e.g. max_labels,
+        min_confidence for objects). Raises ImageError (the file: too large, not PNG/JPEG,
+        unreadable) before ModelUnavailableError (the type's model cannot run)."""
+        batcher, unavailable = await self.batcher_or_error(type_)
+        info = await self.in_pool(self.inspect, data)
+        if batcher is None:
+            await self.in_pool(self.check_decodable, data, info)
+            assert unavailable is not None
+            raise unavailable
+        result, _ = await self.run(batcher, type_, data, info, params)
+        return result
+
+    async def analyze_file(self, path: Path, type_: str, params: dict[str, Any]) -> PipelineResult:
+        data = await asyncio.get_running_loop().run_in_executor(self.decode_pool, path.read_bytes)
+        return await self.analyze(data, type_, params)
+
+    # The steps, for the HTTP service.
+
+    async def batcher(self, type_: str) -> Batcher:
+        """The batcher of a type's model, loading the model on first use; 503 if it cannot."""
+        return await self.models.batcher(type_)
+
+    async def batcher_or_error(
+        self, type_: str
+    ) -> tuple[Batcher, None] | tuple[None, ModelUnavailableError]:
+        """The batcher, or why there is none (answered only after the image checks)."""
+        try:
+            return await self.models.batcher(type_), None
+        except ModelUnavailableError as exc:
+            return None, exc
+
+    def model_class(self, type_: str) -> type[Recognizer]:
+        return self.models.model_class(type_)
+
+    def inspect(self, data: bytes) -> ImageInfo:
+        """Size, format and pixel count from the bytes and the header. Blocking."""
+        if len(data) > self.settings.max_upload_bytes:
+            raise ImageError(ImageErrorKind.TOO_LARGE)
+        return inspect_header(data, self.settings.max_image_pixels)
+
+    @staticmethod
+    def check_decodable(data: bytes, info: ImageInfo) -> None:
+        """Decodes fully, for an unreadable file to be refused as such. Blocking."""
+        decode_image(data, info, None)
+
+    async def run(
+        self,
+        batcher: Batcher,
+        type_: str,
+        data: bytes,
+        info: ImageInfo,
+        params: dict[str, Any],
+        then: Callable[[PipelineResult], T] | None = None,
+    ) -> tuple[PipelineResult, T | None]:
+        """decode + preprocess (one trip to the decode pool), the batched model call, then
+        postprocess and ``then(result)`` (one more trip: the service stores the result there).
+        On a small CPU every trip costs the event loop and the GIL about as much as the
+        database work."""
+        model = batcher.model
+        with batcher.expecting():
+            image, item = await self.in_pool(self._prepare, model, data, info)
+        output = await batcher.submit(item)
+        return await self.in_pool(self._finish, model, type_, output, item, image, params, then)
+
+    @staticmethod
+    def _prepare(model: Recognizer, data: bytes, info: ImageInfo) -> tuple[DecodedImage, Any]:
+        image = decode_image(data, info, model.input_max_side)
+        return image, model.preprocess(image)
+
+    @staticmethod
+    def _finish(
+        model: Recognizer,
+        type_: str,
+        output: Any,
+        item: Any,
+        image: DecodedImage,
+        params: dict[str, Any],
+        then: Callable[[PipelineResult], T] | None,
+    ) -> tuple[PipelineResult, T | None]:
+        # In the decode pool, whose threads keep torch to one thread: postprocessing may
+        # call torch.
+        analysis = model.postprocess(output, item, image, params)
+        result = PipelineResult(type_, image.info, model.model_id, analysis)
+        return result, (then(result) if then is not None else None)
+
+    async def in_pool(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, func, *args)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return self.models.status()
+
+    async def preload(self) -> None:
+        await self.models.preload()
+
+    async def close(self) -> None:
+        await self.models.close()
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        if self._engine is not None:
+            self._engine.dispose()
