@@ -36,9 +36,15 @@ def _quota_arg(value: str) -> int | None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from server.db import init_db, make_engine
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Migrate once, before the workers start (each would find the schema current).
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    engine.dispose()
     uvicorn.run(
         "server.app:create_app",
         factory=True,
