@@ -5,6 +5,7 @@
 #   scripts/install-runtime.sh --editable                             # a checkout (make serve)
 #   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu scripts/install-runtime.sh
 #     CPU-only torch from PyTorch's wheel index (about 4 GB less than PyPI's CUDA build)
+#   EXTRAS=postgres scripts/install-runtime.sh                        # with PostgreSQL's driver
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -14,10 +15,11 @@ if [[ -n "${TORCH_INDEX_URL:-}" ]]; then
     # First, from that index alone, so that the project's own install finds them satisfied.
     "${install[@]}" --index-url "$TORCH_INDEX_URL" torch torchvision
 fi
+project=".${EXTRAS:+[$EXTRAS]}"
 if [[ "${1:-}" == "--editable" ]]; then
-    "${install[@]}" -e .
+    "${install[@]}" -e "$project"
 else
-    "${install[@]}" .
+    "${install[@]}" "$project"
 fi
 # detect_text reads the three PP-OCR ONNX files inside rapidocr-onnxruntime and none of its
 # code. Its dependency on opencv-python (the GUI build, which needs libGL) would be a second
