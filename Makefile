@@ -1,22 +1,29 @@
-# `make serve`: set up, create the demo key on first run, serve on 127.0.0.1:8000.
-# `make test`:  set up, lint, run the whole test suite.
-# `make test-fast`: set up, lint, run the tests not marked slow (no live server, no heavy model).
+# `make serve`: install what serving needs, create the demo key on first run, serve on
+#               127.0.0.1:8000.
+# `make test`:  add the test tools, lint, run the whole test suite.
+# `make test-fast`: the same for the tests not marked slow (no live server, no heavy model).
 PYTHON ?= python3
 VENV ?= .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: setup serve test test-fast lint bench clean
+.PHONY: setup setup-test serve test test-fast lint bench clean
 
 setup: $(STAMP)
+setup-test: $(TEST_STAMP)
 
-# Re-runs only when the project's dependencies change.
-$(STAMP): pyproject.toml constraints.txt
+# Re-run only when the project's dependencies change.
+$(STAMP): pyproject.toml constraints.txt scripts/install-runtime.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	PYTHON=$(BIN)/python scripts/install-runtime.sh --editable
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(TEST_STAMP)
 
 serve: setup
 	@key=$$($(BIN)/imagerecognize keys demo) || exit 1; \
@@ -27,13 +34,13 @@ serve: setup
 	echo ""
 	$(BIN)/imagerecognize serve --host $(HOST) --port $(PORT)
 
-lint: setup
+lint: setup-test
 	$(BIN)/ruff check server models scripts tests
 
-test: setup lint
+test: setup-test lint
 	$(BIN)/python -m pytest
 
-test-fast: setup lint
+test-fast: setup-test lint
 	$(BIN)/python -m pytest -m 'not slow'
 
 clean:

@@ -36,9 +36,15 @@ def _quota_arg(value: str) -> int | None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from server.db import init_db, make_engine
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Migrate once, before the workers start (each would find the schema current).
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    engine.dispose()
     uvicorn.run(
         "server.app:create_app",
         factory=True,
@@ -157,7 +163,13 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_models_fetch(args: argparse.Namespace, settings: Settings) -> int:
     from models.fetch import FetchError, fetch, load_manifest
 
-    manifest = load_manifest()
+    manifest = load_manifest(Path(args.manifest)) if args.manifest else load_manifest()
+    if args.all == bool(args.names):
+        print("error: name the weights to fetch, or pass --all", file=sys.stderr)
+        return 2
+    if args.all and args.sha256:
+        print("error: --sha256 pins one file: name it instead of --all", file=sys.stderr)
+        return 2
     unknown = [name for name in args.names if name not in manifest]
     if unknown:
         print(
@@ -165,6 +177,11 @@ def cmd_models_fetch(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.all:
+        # Only what can be verified: an entry without a digest needs its own --sha256.
+        args.names = [name for name, entry in manifest.items() if entry.has_digest()]
+        for name in sorted(set(manifest) - set(args.names)):
+            print(f"{name}: skipped, no digest known (fetch it with --sha256)", file=sys.stderr)
     failed = False
     for name in args.names:
         entry = manifest[name]
@@ -191,6 +208,35 @@ def cmd_models_fetch(args: argparse.Namespace, settings: Settings) -> int:
             continue
         print(f"\n{name}: {path}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_models_pack(args: argparse.Namespace, settings: Settings) -> int:
+    from models.bundle import BundleError, pack
+
+    try:
+        manifest = pack(settings.resolved_model_dir, Path(args.file))
+    except (BundleError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    size = sum(entry["size"] for entry in manifest["files"].values())
+    print(f"{args.file}: {len(manifest['files'])} files, {size / 1e6:.1f} MB", file=sys.stderr)
+    return 0
+
+
+def cmd_models_unpack(args: argparse.Namespace, settings: Settings) -> int:
+    from models.bundle import BundleError, unpack
+
+    try:
+        manifest = unpack(Path(args.file), settings.resolved_model_dir)
+    except (BundleError, OSError) as exc:
+        print(f"error: {exc}; nothing was installed", file=sys.stderr)
+        return 1
+    print(
+        f"{len(manifest['files'])} files verified and installed in "
+        f"{settings.resolved_model_dir}",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _face_model(settings: Settings):
@@ -364,11 +410,28 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = models.add_parser(
         "fetch", help="download weights from their official URL, checked by sha256"
     )
-    fetch.add_argument("names", nargs="+", help="names from `models list`")
+    fetch.add_argument("names", nargs="*", help="names from `models list`")
+    fetch.add_argument(
+        "--all", action="store_true", help="every file whose digest the manifest knows"
+    )
     fetch.add_argument(
         "--sha256", help="the publisher's digest, for weights whose manifest entry has none"
     )
+    fetch.add_argument(
+        "--manifest",
+        help="another weights manifest of the same format (e.g. URLs of an internal mirror)",
+    )
     fetch.set_defaults(func=cmd_models_fetch)
+    pack_ = models.add_parser(
+        "pack", help="write the model folder and a manifest of its digests to a tar archive"
+    )
+    pack_.add_argument("file")
+    pack_.set_defaults(func=cmd_models_pack)
+    unpack_ = models.add_parser(
+        "unpack", help="verify an archive of `models pack` whole, then install it"
+    )
+    unpack_.add_argument("file")
+    unpack_.set_defaults(func=cmd_models_unpack)
 
     gallery = commands.add_parser("gallery", help="the gallery of known people").add_subparsers(
         dest="gallery_command", required=True

@@ -1,11 +1,15 @@
 """The database: API keys with their quota, and stored analysis results.
 
 Portable SQLAlchemy only (no SQLite-only SQL), so any SQLAlchemy URL works; PostgreSQL and
-SQLite are the tested ones.
+SQLite are the tested ones. The schema is made and changed by the Alembic migrations in
+`server/migrations/`; `init_db` upgrades a database to the newest one.
 """
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +25,9 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -147,5 +152,48 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+MIGRATIONS = "server:migrations"
+# Any constant: the PostgreSQL advisory lock that lets one process at a time migrate.
+MIGRATION_LOCK_ID = 7_146_523_001
+
+
+def _sqlite_path(engine: Engine) -> Path | None:
+    database = engine.url.database
+    return Path(database) if database and database != ":memory:" else None
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Across processes on one SQLite file: a lock file beside it (SQLite runs DDL outside
+    transactions through Python's driver, so its own locks cannot cover a migration)."""
+    path = _sqlite_path(engine) if engine.dialect.name == "sqlite" else None
+    if path is None:
+        yield
+        return
+    with open(path.with_name(path.name + ".migrate-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    if connection.dialect.name == "postgresql":
+        # Held until this transaction ends: a second process waits here, then finds the
+        # schema current and does nothing.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
 def init_db(engine: Engine) -> None:
-    Base.metadata.create_all(engine)
+    """Brings the schema to the newest migration, keeping every row; a database made before
+    migrations existed is taken as it is. Safe when several processes do it at once."""
+    with _migration_lock(engine), engine.begin() as connection:
+        _upgrade(connection)

@@ -24,6 +24,7 @@ from server.db import init_db, make_engine
 from server.keys import KeyStore
 from server.settings import Settings
 from server.state import AppState
+from tests.databases import database_url, postgres_url  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 

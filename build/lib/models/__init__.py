@@ -1,0 +1,1 @@
+"""Recognizers: one class per model, a registry of them, and device choice."""

@@ -1,0 +1,103 @@
+"""The request checks that need no image and no model: 300, 400, 420, 421, in that order.
+(401 and 402 need the database and are interleaved by the endpoint.)"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.errors import ApiError, ErrorKind
+from server.upload import Upload
+
+ANALYSIS_TYPES = ("objects", "celebrities", "detect_faces", "detect_text", "nsfw")
+CACHE_TYPE = "cache"
+ALL_TYPES = (*ANALYSIS_TYPES, CACHE_TYPE)
+
+_DECIMAL = re.compile(r"^\s*[+-]?\d+\s*$")
+
+
+@dataclass(frozen=True)
+class IntRule:
+    minimum: int
+    maximum: int | None
+    required: bool
+
+    def accepts(self, value: int) -> bool:
+        return value >= self.minimum and (self.maximum is None or value <= self.maximum)
+
+    def describe(self) -> str:
+        if self.maximum is None:
+            return f"an integer >= {self.minimum}"
+        return f"an integer from {self.minimum} to {self.maximum}"
+
+
+# The parameters of each type; fields that do not belong to a type are ignored.
+TYPE_PARAMETERS: dict[str, dict[str, IntRule]] = {
+    "objects": {
+        "max_labels": IntRule(1, None, required=True),
+        "min_confidence": IntRule(0, 100, required=True),
+    },
+    "nsfw": {"nsfw_min_confidence": IntRule(0, 100, required=True)},
+    "cache": {"limit": IntRule(1, 100, required=False)},
+}
+CACHE_DEFAULT_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class CheckedRequest:
+    apikey: str
+    type: str
+    params: dict[str, Any] = field(default_factory=dict)
+    file: bytes | None = None
+
+
+def parse_int(value: str) -> int | None:
+    """A decimal integer string ("80", " 80 ", "+80") to int; anything else to None."""
+    if not _DECIMAL.match(value):
+        return None
+    return int(value)
+
+
+def require_apikey(upload: Upload) -> str:
+    if upload.empty:
+        raise ApiError(ErrorKind.NO_DATA)
+    apikey = upload.fields.get("apikey", "").strip()
+    if not apikey:
+        raise ApiError(ErrorKind.APIKEY_MISSING)
+    return apikey
+
+
+def check_type(upload: Upload, is_get: bool, partial: bool = False) -> str | None:
+    """The type, or 420. With ``partial`` (body cut short) a missing type is not an error."""
+    type_ = upload.fields.get("type")
+    if type_ is None and partial:
+        return None
+    type_ = (type_ or "").strip()
+    if type_ not in ALL_TYPES or (is_get and type_ != CACHE_TYPE):
+        raise ApiError(ErrorKind.INVALID_TYPE)
+    return type_
+
+
+def check_parameters(type_: str, upload: Upload, partial: bool = False) -> dict[str, Any]:
+    """The type's parameters as ints, or 421 naming every missing or malformed one."""
+    problems: list[str] = []
+    if type_ != CACHE_TYPE and upload.file is None and not partial:
+        problems.append("file (missing)")
+    params: dict[str, Any] = {}
+    for name, rule in TYPE_PARAMETERS.get(type_, {}).items():
+        raw = upload.fields.get(name)
+        if raw is None or raw.strip() == "":
+            if rule.required and not partial:
+                problems.append(f"{name} (missing, must be {rule.describe()})")
+            continue
+        value = parse_int(raw)
+        if value is None or not rule.accepts(value):
+            problems.append(f"{name} (must be {rule.describe()})")
+            continue
+        params[name] = value
+    if type_ == CACHE_TYPE and "id" in upload.fields:
+        params["id"] = upload.fields["id"].strip()
+    if problems:
+        raise ApiError(ErrorKind.INVALID_PARAMETER, ", ".join(problems))
+    return params

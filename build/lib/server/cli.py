@@ -1,0 +1,463 @@
+"""The `imagerecognize` command: serve, keys, models."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+from server.settings import Settings, get_settings
+
+DEMO_KEY_NAME = "demo"
+DEMO_KEY_FILE = "demo-key.txt"
+
+
+def _keys(settings: Settings):
+    from server.db import init_db, make_engine
+    from server.keys import KeyStore
+
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    return KeyStore(engine)
+
+
+def _quota_arg(value: str) -> int | None:
+    if value.lower() in ("none", "unlimited"):
+        return None
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("quota must be >= 0")
+    return number
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from server.db import init_db, make_engine
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Migrate once, before the workers start (each would find the schema current).
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    engine.dispose()
+    uvicorn.run(
+        "server.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+        proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from server.keys import KeyManagementError
+
+    try:
+        key = _keys(settings).create(args.name, args.quota, is_admin=args.admin)
+    except KeyManagementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(key)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    print(f"{'name':<24} {'key':<12} {'quota':>10}  admin  revoked")
+    for key in _keys(settings).list():
+        quota = "unlimited" if key.quota is None else str(key.quota)
+        print(
+            f"{key.name:<24} {key.key_prefix + '…':<12} {quota:>10}  "
+            f"{'yes' if key.is_admin else 'no':<5}  {'yes' if key.revoked else 'no'}"
+        )
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from server.keys import KeyManagementError
+
+    try:
+        record = _keys(settings).revoke(args.key_or_name)
+    except KeyManagementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"revoked {record.name}")
+    return 0
+
+
+def cmd_keys_set_quota(args: argparse.Namespace, settings: Settings) -> int:
+    from server.keys import KeyManagementError
+
+    try:
+        record = _keys(settings).set_quota(args.name, args.quota)
+    except KeyManagementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{record.name}: quota {'unlimited' if record.quota is None else record.quota}")
+    return 0
+
+
+def cmd_keys_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Creates the demo key on first run (kept in the data folder, readable by its owner only)
+    and prints it; later runs print the same key."""
+    path = Path(settings.data_dir) / DEMO_KEY_FILE
+    store = _keys(settings)
+    if path.is_file():
+        key = path.read_text().strip()
+        if store.authenticate(key) is not None:
+            print(key)
+            return 0
+    if store.find(DEMO_KEY_NAME) is not None:
+        print(
+            f"error: a key named {DEMO_KEY_NAME!r} exists but {path} does not hold it; "
+            f"create another with `imagerecognize keys create --name NAME`",
+            file=sys.stderr,
+        )
+        return 1
+    key = store.create(DEMO_KEY_NAME, quota=None, is_admin=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    print(key)
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
+    from models.registry import API_TYPES, all_models, default_model
+
+    serving = {}
+    for type_ in API_TYPES:
+        try:
+            cls = default_model(type_, settings.model_for(type_), settings.resolved_model_dir)
+        except LookupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            cls = None
+        serving[type_] = cls
+    print(f"{'type':<14} {'model':<28} {'source':<9} {'weights':<8} serves  weight files")
+    for cls in all_models():
+        print(
+            f"{cls.type:<14} {cls.name:<28} {cls.source.value:<9} "
+            f"{'present' if cls.weights_present(settings.resolved_model_dir) else 'missing':<8} "
+            f"{'yes' if serving.get(cls.type) is cls else 'no':<7} {cls.weights}"
+        )
+    for type_ in API_TYPES:
+        if serving[type_] is None:
+            print(f"{type_:<14} (none: answers 503)")
+    from models.fetch import load_manifest
+
+    print("\nfetchable weights (`imagerecognize models fetch NAME`):")
+    for entry in load_manifest().values():
+        present = (settings.resolved_model_dir / entry.filename).is_file()
+        print(f"  {entry.name:<28} {'present' if present else 'missing':<8} {entry.description}")
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace, settings: Settings) -> int:
+    from models.fetch import FetchError, fetch, load_manifest
+
+    manifest = load_manifest(Path(args.manifest)) if args.manifest else load_manifest()
+    if args.all == bool(args.names):
+        print("error: name the weights to fetch, or pass --all", file=sys.stderr)
+        return 2
+    if args.all and args.sha256:
+        print("error: --sha256 pins one file: name it instead of --all", file=sys.stderr)
+        return 2
+    unknown = [name for name in args.names if name not in manifest]
+    if unknown:
+        print(
+            f"error: unknown weights {', '.join(unknown)}; known: {', '.join(sorted(manifest))}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.all:
+        # Only what can be verified: an entry without a digest needs its own --sha256.
+        args.names = [name for name, entry in manifest.items() if entry.has_digest()]
+        for name in sorted(set(manifest) - set(args.names)):
+            print(f"{name}: skipped, no digest known (fetch it with --sha256)", file=sys.stderr)
+    failed = False
+    for name in args.names:
+        entry = manifest[name]
+        if args.sha256:
+            entry = dataclasses.replace(entry, sha256=args.sha256.lower())
+        elif not entry.has_digest():
+            print(
+                f"error: no checksum is known for {name}: pass --sha256 with the "
+                f"publisher's digest",
+                file=sys.stderr,
+            )
+            failed = True
+            continue
+
+        def progress(done: int, total: int | None, name: str = name) -> None:
+            share = f" {100 * done // total:3d}%" if total else ""
+            print(f"\r{name}: {done / 1e6:8.1f} MB{share}", end="", file=sys.stderr)
+
+        try:
+            path = fetch(entry, settings.resolved_model_dir, progress)
+        except FetchError as exc:
+            print(f"\nerror: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        print(f"\n{name}: {path}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_models_pack(args: argparse.Namespace, settings: Settings) -> int:
+    from models.bundle import BundleError, pack
+
+    try:
+        manifest = pack(settings.resolved_model_dir, Path(args.file))
+    except (BundleError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    size = sum(entry["size"] for entry in manifest["files"].values())
+    print(f"{args.file}: {len(manifest['files'])} files, {size / 1e6:.1f} MB", file=sys.stderr)
+    return 0
+
+
+def cmd_models_unpack(args: argparse.Namespace, settings: Settings) -> int:
+    from models.bundle import BundleError, unpack
+
+    try:
+        manifest = unpack(Path(args.file), settings.resolved_model_dir)
+    except (BundleError, OSError) as exc:
+        print(f"error: {exc}; nothing was installed", file=sys.stderr)
+        return 1
+    print(
+        f"{len(manifest['files'])} files verified and installed in "
+        f"{settings.resolved_model_dir}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _face_model(settings: Settings):
+    """The gallery, and the celebrities model loaded in this process."""
+    from models.device import choose_device
+    from server.db import init_db, make_engine
+    from server.gallery import Gallery
+    from server.model_manager import ModelManager
+
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    gallery = Gallery(engine)
+    manager = ModelManager(settings, choose_device(settings.device), gallery)
+    cls = manager.model_class("celebrities")
+    model = cls(manager.device, manager.options("celebrities"))
+    model.load()
+    return gallery, model
+
+
+def _enrol(settings: Settings, name: str, paths: list[Path]) -> int:
+    from server.gallery import GalleryError, enrolment_faces
+
+    gallery, model = _face_model(settings)
+    try:
+        photos = [(str(path), path.read_bytes()) for path in paths]
+        faces = enrolment_faces(model, photos, settings.max_image_pixels)
+        gallery.enrol(name, faces, model.descriptor_name)
+    except (GalleryError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{name}: {len(faces)} face(s) enrolled")
+    return 0
+
+
+def cmd_gallery_add(args: argparse.Namespace, settings: Settings) -> int:
+    return _enrol(settings, args.name, [Path(p) for p in args.images])
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def cmd_gallery_import(args: argparse.Namespace, settings: Settings) -> int:
+    """One sub-folder per person; each photo enrolled on its own, so one bad photo is
+    reported and skipped without losing the others."""
+    from server.gallery import GalleryError, enrolment_faces
+
+    root = Path(args.directory)
+    if not root.is_dir():
+        print(f"error: {root} is not a folder", file=sys.stderr)
+        return 1
+    work = [
+        (folder.name, photo)
+        for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        for photo in sorted(folder.iterdir())
+        if photo.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not work:
+        print(f"error: no PNG or JPEG photos in sub-folders of {root}", file=sys.stderr)
+        return 1
+    gallery, model = _face_model(settings)
+    failures = 0
+    for done, (name, photo) in enumerate(work, 1):
+        try:
+            faces = enrolment_faces(
+                model, [(str(photo), photo.read_bytes())], settings.max_image_pixels
+            )
+            gallery.enrol(name, faces, model.descriptor_name)
+        except (GalleryError, OSError) as exc:
+            failures += 1
+            print(f"\nskipped {exc}", file=sys.stderr)
+        bar = "#" * (30 * done // len(work))
+        print(f"\r[{bar:<30}] {done}/{len(work)} photos", end="", file=sys.stderr)
+    people = len({name for name, _ in work})
+    print(
+        f"\n{len(work) - failures} photos of {people} people enrolled, {failures} skipped",
+        file=sys.stderr,
+    )
+    return 1 if failures else 0
+
+
+def cmd_gallery_list(args: argparse.Namespace, settings: Settings) -> int:
+    from models.registry import default_model
+    from server.db import init_db, make_engine
+    from server.gallery import Gallery
+
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    cls = default_model("celebrities", settings.celebrities_model, settings.resolved_model_dir)
+    descriptor = getattr(cls, "descriptor_name", None)
+    people = Gallery(engine).people(descriptor)
+    for person in people:
+        stale = sum(1 for face in person["faces"] if not face.get("indexed", True))
+        note = f"  ({stale} need `gallery reindex`)" if stale else ""
+        print(f"{person['name']:<30} {len(person['faces'])} face(s){note}")
+    if not people:
+        print("the gallery is empty", file=sys.stderr)
+    return 0
+
+
+def cmd_gallery_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from server.db import init_db, make_engine
+    from server.gallery import Gallery, GalleryError
+
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    try:
+        Gallery(engine).remove_person(args.name)
+    except GalleryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"removed {args.name}")
+    return 0
+
+
+def cmd_gallery_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    """Recomputes every descriptor with the configured model from the kept aligned crops."""
+    gallery, model = _face_model(settings)
+    faces = gallery.aligned_faces()
+    descriptors = {}
+    for start in range(0, len(faces), 32):
+        chunk = faces[start : start + 32]
+        vectors = model.describe([chip for _, chip in chunk])
+        descriptors.update({face_id: v for (face_id, _), v in zip(chunk, vectors, strict=True)})
+    gallery.set_descriptors(model.descriptor_name, descriptors)
+    print(f"{len(descriptors)} face(s) described with {model.descriptor_name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagerecognize", description="Self-hosted imagerecognize.com v2 API server."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="server processes")
+    serve.set_defaults(func=cmd_serve)
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key and print it (shown only once)")
+    create.add_argument("--name", required=True)
+    create.add_argument(
+        "--quota", type=_quota_arg, default=None, help="analyses allowed (default: unlimited)"
+    )
+    create.add_argument("--admin", action="store_true", help="may manage the gallery")
+    create.set_defaults(func=cmd_keys_create)
+    keys.add_parser("list", help="list keys").set_defaults(func=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key by its name or value")
+    revoke.add_argument("key_or_name")
+    revoke.set_defaults(func=cmd_keys_revoke)
+    set_quota = keys.add_parser("set-quota", help="set a key's remaining quota")
+    set_quota.add_argument("name")
+    set_quota.add_argument("quota", type=_quota_arg, help="a number, or 'unlimited'")
+    set_quota.set_defaults(func=cmd_keys_set_quota)
+    keys.add_parser("demo", help="create the demo key on first run and print it").set_defaults(
+        func=cmd_keys_demo
+    )
+
+    models = commands.add_parser("models", help="inspect models").add_subparsers(
+        dest="models_command", required=True
+    )
+    models.add_parser(
+        "list", help="each model, its weights, and what serves each type"
+    ).set_defaults(func=cmd_models_list)
+    fetch = models.add_parser(
+        "fetch", help="download weights from their official URL, checked by sha256"
+    )
+    fetch.add_argument("names", nargs="*", help="names from `models list`")
+    fetch.add_argument(
+        "--all", action="store_true", help="every file whose digest the manifest knows"
+    )
+    fetch.add_argument(
+        "--sha256", help="the publisher's digest, for weights whose manifest entry has none"
+    )
+    fetch.add_argument(
+        "--manifest",
+        help="another weights manifest of the same format (e.g. URLs of an internal mirror)",
+    )
+    fetch.set_defaults(func=cmd_models_fetch)
+    pack_ = models.add_parser(
+        "pack", help="write the model folder and a manifest of its digests to a tar archive"
+    )
+    pack_.add_argument("file")
+    pack_.set_defaults(func=cmd_models_pack)
+    unpack_ = models.add_parser(
+        "unpack", help="verify an archive of `models pack` whole, then install it"
+    )
+    unpack_.add_argument("file")
+    unpack_.set_defaults(func=cmd_models_unpack)
+
+    gallery = commands.add_parser("gallery", help="the gallery of known people").add_subparsers(
+        dest="gallery_command", required=True
+    )
+    add = gallery.add_parser("add", help="enrol a person from one or more photos of them")
+    add.add_argument("name")
+    add.add_argument("images", nargs="+")
+    add.set_defaults(func=cmd_gallery_add)
+    import_ = gallery.add_parser(
+        "import",
+        help="enrol every person of a folder (one sub-folder per person, named after them)",
+    )
+    import_.add_argument("directory")
+    import_.set_defaults(func=cmd_gallery_import)
+    gallery.add_parser("list", help="list people").set_defaults(func=cmd_gallery_list)
+    remove = gallery.add_parser("remove", help="remove a person and their descriptors")
+    remove.add_argument("name")
+    remove.set_defaults(func=cmd_gallery_remove)
+    gallery.add_parser("reindex", help="recompute descriptors after a model switch").set_defaults(
+        func=cmd_gallery_reindex
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args, get_settings()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""All configuration, read once from environment variables prefixed ``IMAGERECOGNIZE_``."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field can be set as ``IMAGERECOGNIZE_<FIELD NAME IN CAPITALS>``."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGERECOGNIZE_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("./data"),
+        description="Folder for the SQLite database and other server state.",
+    )
+    database_url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL of the database holding keys, quota and stored results, e.g. "
+            "postgresql+psycopg://user:pass@host/db. Default: SQLite file in data_dir."
+        ),
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="Folder of fetched and converted model weights. Default: data_dir/models.",
+    )
+    device: str | None = Field(
+        None,
+        description="Torch device for inference ('cpu', 'cuda', 'cuda:1'). Default: CUDA if "
+        "present, else CPU.",
+    )
+    max_upload_bytes: int = Field(
+        50 * 1024 * 1024,
+        description="Largest accepted image file in bytes; larger uploads get 413 while "
+        "streaming, before the rest of the body is read.",
+    )
+    max_image_pixels: int = Field(
+        100_000_000,
+        description="Largest accepted image in pixels (width x height), checked from the "
+        "header before decoding, against decompression bombs (413).",
+    )
+    result_retention_days: float = Field(
+        30.0,
+        description="How long analysis results are kept for type=cache and for answering "
+        "identical requests from the store.",
+    )
+    preload: bool = Field(
+        False,
+        description="Load every available model at start instead of on first use.",
+    )
+    max_batch_size: int | None = Field(
+        None,
+        description="Largest number of images one model call takes (dynamic batching), for "
+        "every model. Default: each model's own: on CPU 4 (measured best on 2 cores; "
+        "detect_text and nsfw 1, whose calls run side by side instead), on CUDA 16.",
+    )
+    max_batch_sizes: dict[str, int] = Field(
+        {},
+        description='Per type, as JSON (`{"objects": 8}`); wins over MAX_BATCH_SIZE.',
+    )
+    max_wait_ms: float = Field(
+        5.0,
+        description="How long a model's batcher waits after the first queued image for more "
+        "to join its batch (only while more requests for it are being decoded).",
+    )
+    max_wait_ms_by_type: dict[str, float] = Field(
+        {},
+        description='Per type, as JSON (`{"nsfw": 10}`); wins over MAX_WAIT_MS.',
+    )
+    queue_size: int = Field(
+        64,
+        description="Bound of each model's queue; when full, requests get 503 with Retry-After.",
+    )
+    request_timeout_s: float = Field(
+        60.0,
+        description="Longest a request waits for its model result before answering 503.",
+    )
+    torch_threads: int = Field(
+        default_factory=_default_threads,
+        description="Intra-op threads for torch on CPU. Default: the cores this process may use.",
+    )
+    onnx_threads: int = Field(
+        default_factory=_default_threads,
+        description="Intra-op threads of an ONNX Runtime model's call on CPU when it runs alone.",
+    )
+    onnx_instances: int = Field(
+        default_factory=_default_threads,
+        description="Batches of an ONNX Runtime model (nsfw, detect_text) that run at once; "
+        "while several do, each uses ONNX_THREADS / ONNX_INSTANCES threads (on CPU, "
+        "single-threaded calls side by side use the cores better than one split call).",
+    )
+    decode_threads: int = Field(
+        default_factory=_default_threads,
+        description="Threads that decode and preprocess uploaded images.",
+    )
+    faces_max_side: int = Field(
+        1280,
+        description="Images are scaled down to this longest side for face detection; boxes "
+        "are mapped back to the full-size image.",
+    )
+    faces_min_size: int = Field(
+        20,
+        description="Smallest face MTCNN looks for, in pixels of the detection image.",
+    )
+
+    celebrities_threshold: float | None = Field(
+        None,
+        description="Largest descriptor distance at which a face matches a gallery person. "
+        "Default per model: 0.5 for dlib_resnet, 1.0 for facenet_vggface2.",
+    )
+    text_max_side: int = Field(
+        960,
+        description="Longest side of the image the text detector sees (PP-OCRv4's DB, "
+        "EasyOCR's CRAFT canvas).",
+    )
+    faces_model: str | None = Field(
+        None, description="Model answering detect_faces (see `imagerecognize models list`)."
+    )
+    objects_model: str | None = Field(
+        None,
+        description="Model answering objects: ssd_mobilenet_v2 or "
+        "faster_rcnn_resnet50_fpn_v2. Default: the best whose weights are present.",
+    )
+    text_model: str | None = Field(
+        None,
+        description="Model answering detect_text: pp_ocrv4 (packaged) or easyocr (needs "
+        "`imagerecognize models fetch easyocr_craft_mlt_25k easyocr_english_g2`).",
+    )
+    nsfw_model: str | None = Field(None, description="Model answering nsfw.")
+    celebrities_model: str | None = Field(
+        None,
+        description="Face descriptor answering celebrities: dlib_resnet or "
+        "facenet_vggface2 (run `imagerecognize gallery reindex` after a switch).",
+    )
+
+    def batch_limits(self, type_: str, model_default: int) -> tuple[int, float]:
+        """(max batch size, max wait in ms) of the batcher of a type."""
+        size = self.max_batch_sizes.get(type_, self.max_batch_size or model_default)
+        return max(1, size), self.max_wait_ms_by_type.get(type_, self.max_wait_ms)
+
+    def model_for(self, type_: str) -> str | None:
+        """The model configured for an API type, if any."""
+        setting = {"detect_faces": "faces_model", "detect_text": "text_model"}.get(
+            type_, f"{type_}_model"
+        )
+        return getattr(self, setting, None)
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir if self.model_dir is not None else self.data_dir / "models"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'imagerecognize.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,227 @@
+"""The database on SQLite and on PostgreSQL alike: keys and quota (also across two server
+processes), stored results, the gallery, and the schema migrations."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from server.app import create_app
+from server.db import (
+    MIGRATIONS,
+    ApiKey,
+    Base,
+    FaceDescriptor,
+    GalleryFace,
+    GalleryState,
+    Person,
+    StoredResult,
+    init_db,
+    make_engine,
+)
+from server.errors import ApiError
+from server.keys import KeyManagementError, KeyStore
+from server.settings import Settings
+from tests.conftest import ROOT, LiveServer, encode, make_settings
+from tests.test_cache import analyse, cache
+from tests.test_celebrities import GALLERY, celebrities, enrol
+from tests.test_live import _hammer
+
+
+@pytest.fixture
+def db_settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path / "data", database_url=database_url)
+
+
+@pytest.fixture
+def engine(database_url: str):
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def test_keys_and_exact_quota_under_threads(engine: Engine) -> None:
+    init_db(engine)
+    store = KeyStore(engine)
+    key = store.create("alice", quota=5)
+    with pytest.raises(KeyManagementError):
+        store.create("alice")
+    record = store.authenticate(key)
+    assert record is not None and record.quota == 5 and store.authenticate(key + "x") is None
+
+    def reserve(_: int) -> bool:
+        try:
+            store.reserve(record)
+        except ApiError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        granted = list(pool.map(reserve, range(40)))
+    assert granted.count(True) == 5 and store.find("alice").quota == 0
+    store.refund(record)
+    assert store.find("alice").quota == 1
+    store.revoke("alice")
+    assert store.authenticate(key) is None
+
+
+def test_quota_exact_across_two_server_processes(
+    db_settings: Settings, database_url: str, engine: Engine, astronaut: Image.Image
+) -> None:
+    init_db(engine)
+    keys = KeyStore(engine)
+    key = keys.create("ten-shared", quota=10)
+    environment = {"IMAGERECOGNIZE_DATABASE_URL": database_url}
+    first = LiveServer(db_settings.data_dir, environment)
+    try:
+        second = LiveServer(db_settings.data_dir, environment)
+        try:
+            statuses = _hammer(
+                [first.url, second.url], key, encode(astronaut.resize((80, 80))), 60
+            )
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+    assert statuses.count(200) == 10 and statuses.count(402) == 50
+    assert keys.find("ten-shared").quota == 0
+
+
+def test_stored_results(db_settings: Settings, engine: Engine, astronaut: Image.Image) -> None:
+    with TestClient(create_app(db_settings)) as client:
+        key = KeyStore(engine).create("repeat", quota=3)
+        first = analyse(client, key, encode(astronaut))
+        again = analyse(client, key, encode(astronaut))
+        assert again["cached"] is True and again["id"] == first["id"] and again["quota"] == 1
+        listed = cache(client, key)["data"]["objects"]
+        assert [entry["id"] for entry in listed] == [first["id"]]
+        assert listed[0]["objects"] == first["objects"]
+
+
+def test_gallery_change_through_one_app_is_seen_by_another(
+    db_settings: Settings, engine: Engine, astronaut: Image.Image
+) -> None:
+    with (
+        TestClient(create_app(db_settings)) as one,
+        TestClient(create_app(db_settings)) as other,
+    ):
+        keys = KeyStore(engine)
+        admin, user = keys.create("admin", is_admin=True), keys.create("user")
+        assert celebrities(other, user, encode(astronaut))["objects"] == []
+        body = enrol(one, admin, "Eileen Collins", ("a.png", encode(astronaut, "PNG")))
+        assert body["status"] == 200
+        assert celebrities(other, user, encode(astronaut))["objects"][0]["name"] == (
+            "Eileen Collins"
+        )
+        removed = other.delete(GALLERY + "Eileen Collins", params={"apikey": admin})
+        assert removed.status_code == 200
+        assert celebrities(one, user, encode(astronaut))["objects"] == []
+
+
+def test_upgrade_keeps_a_database_made_by_the_schema_before_migrations(engine: Engine) -> None:
+    # Today's schema as the server made it before migrations existed: create_all, no
+    # alembic_version table.
+    Base.metadata.create_all(engine)
+    key = KeyStore(engine).create("kept", quota=7)
+    with Session(engine) as session, session.begin():
+        key_id = session.scalars(select(ApiKey.id)).one()
+        session.add(
+            StoredResult(
+                id="a" * 32,
+                key_id=key_id,
+                type="detect_faces",
+                image_sha256="0" * 64,
+                image_width=10,
+                image_height=20,
+                image_format="jpeg",
+                params={"min_confidence": 50},
+                model_name="mtcnn",
+                model_version="1",
+                objects=[{"confidence": 99.5}],
+                extra=None,
+                lookup_hash="1" * 64,
+            )
+        )
+        person = Person(name="Grace Hopper")
+        session.add(person)
+        session.flush()
+        face = GalleryFace(person_id=person.id, source="grace.jpg", aligned_png=b"\x89PNG")
+        session.add(face)
+        session.flush()
+        session.add(FaceDescriptor(face_id=face.id, model="dlib", vector=b"\x00" * 16))
+        session.add(GalleryState(id=1, version=3))
+    assert current_revision(engine) is None
+
+    init_db(engine)
+
+    assert current_revision(engine) == head_revision()
+    record = KeyStore(engine).authenticate(key)
+    assert record is not None and record.name == "kept" and record.quota == 7
+    with Session(engine) as session:
+        result = session.get(StoredResult, "a" * 32)
+        assert result is not None and result.objects == [{"confidence": 99.5}]
+        assert result.params == {"min_confidence": 50}
+        face = session.scalars(select(GalleryFace)).one()
+        assert face.aligned_png == b"\x89PNG" and face.source == "grace.jpg"
+        assert session.scalars(select(Person.name)).all() == ["Grace Hopper"]
+        assert session.scalar(select(func.count()).select_from(FaceDescriptor)) == 1
+        assert session.get(GalleryState, 1).version == 3
+
+
+def test_migrations_make_the_models_schema(engine: Engine) -> None:
+    init_db(engine)
+    init_db(engine)  # a second run finds nothing to do
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as connection:
+        differences = compare_metadata(
+            MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata
+        )
+    assert differences == []
+
+
+def test_two_processes_migrating_at_once(database_url: str) -> None:
+    script = (
+        "import sys; from server.db import init_db, make_engine; "
+        "init_db(make_engine(sys.argv[1]))"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, database_url],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for process in processes:
+        _, errors = process.communicate(timeout=120)
+        assert process.returncode == 0, errors
+    engine = make_engine(database_url)
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
