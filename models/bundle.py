@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from models.fetch import CHUNK_BYTES, sha256_of
+from models.common import sha256_of
+from models.fetch import CHUNK_BYTES
 
 MANIFEST_NAME = "imagerecognize-bundle.json"
 FILES_FOLDER = "models"

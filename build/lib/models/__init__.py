@@ -1,1 +1,0 @@
-"""Recognizers: one class per model, a registry of them, and device choice."""
