@@ -14,7 +14,11 @@ ANALYSIS_TYPES = ("objects", "celebrities", "detect_faces", "detect_text", "nsfw
 CACHE_TYPE = "cache"
 ALL_TYPES = (*ANALYSIS_TYPES, CACHE_TYPE)
 
-_DECIMAL = re.compile(r"^\s*[+-]?\d+\s*$")
+# ASCII digits only (str.isdigit and int() also take "١٠" and "１０"), and few enough that
+# int() never meets Python's 4,300-digit limit; leading zeros are allowed.
+_DECIMAL = re.compile(r"^\s*[+-]?[0-9]{1,20}\s*$", re.ASCII)
+# No parameter is meaningful beyond this; larger values are refused, not clamped.
+MAX_INT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -24,11 +28,11 @@ class IntRule:
     required: bool
 
     def accepts(self, value: int) -> bool:
-        return value >= self.minimum and (self.maximum is None or value <= self.maximum)
+        return self.minimum <= value <= (MAX_INT if self.maximum is None else self.maximum)
 
     def describe(self) -> str:
         if self.maximum is None:
-            return f"an integer >= {self.minimum}"
+            return f"an integer from {self.minimum} to {MAX_INT}"
         return f"an integer from {self.minimum} to {self.maximum}"
 
 
