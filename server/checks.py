@@ -46,6 +46,7 @@ TYPE_PARAMETERS: dict[str, dict[str, IntRule]] = {
     "cache": {"limit": IntRule(1, 100, required=False)},
 }
 CACHE_DEFAULT_LIMIT = 10
+MAX_RESULT_ID_CHARS = 32  # StoredResult.id: a uuid4 in hex
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,12 @@ def check_parameters(type_: str, upload: Upload, partial: bool = False) -> dict[
             continue
         params[name] = value
     if type_ == CACHE_TYPE and "id" in upload.fields:
-        params["id"] = upload.fields["id"].strip()
+        result_id = upload.fields["id"].strip()
+        # No stored id is longer or holds NUL, which PostgreSQL refuses outright (500).
+        if len(result_id) > MAX_RESULT_ID_CHARS or "\x00" in result_id:
+            problems.append("id (no such result for this key)")
+        else:
+            params["id"] = result_id
     if problems:
         raise ApiError(ErrorKind.INVALID_PARAMETER, ", ".join(problems))
     return params

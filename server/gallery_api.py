@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.api import envelope, error_response, internal_error
 from server.errors import ApiError, ErrorKind
-from server.gallery import GalleryError, enrolment_faces
+from server.gallery import GalleryError, check_name, check_source, enrolment_faces
 from server.service import AnalysisService
 from server.upload import Upload, UploadTooLargeError, read_upload
 
@@ -65,6 +65,10 @@ async def enrol(request: Request) -> JSONResponse:
         photos = upload.files
         if not photos:
             raise ApiError(ErrorKind.INVALID_PARAMETER, "file (missing)")
+        # What the database cannot hold is refused before the model runs.
+        check_name(name)
+        for source, _ in photos:
+            check_source(source)
         batcher = await service.models.batcher(TYPE)
         model = batcher.model
         faces = await batcher.run_exclusive(
