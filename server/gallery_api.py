@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 
 router = APIRouter()
 TYPE = "celebrities"
+MAX_FACE_ID = 2**63 - 1  # face ids are 64-bit database keys
+
+
+def _face_id(text: str) -> int:
+    """The face id of a route, or 421 (a larger int overflows the database driver: 500)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_FACE_ID:
+        raise ApiError(ErrorKind.INVALID_PARAMETER, f"face id (an integer up to {MAX_FACE_ID})")
+    return int(text)
 
 
 async def _guarded(
@@ -92,19 +100,22 @@ async def people(request: Request) -> JSONResponse:
     return await _guarded(request, work)
 
 
-@router.delete("/api/v2/gallery/{name}")
-async def remove_person(request: Request, name: str) -> JSONResponse:
+# Names may hold "/" (path converters); this route comes first, as the person's would
+# also match ".../faces/ID".
+@router.delete("/api/v2/gallery/{name:path}/faces/{face_id}")
+async def remove_face(request: Request, name: str, face_id: str) -> JSONResponse:
     async def work(service: AnalysisService, upload: Upload) -> Any:
-        await run_in_threadpool(service.models.gallery.remove_person, name)
-        return {"removed": name}
+        number = _face_id(face_id)
+        await run_in_threadpool(service.models.gallery.remove_face, name, number)
+        return {"removed": {"name": name, "face": number}}
 
     return await _guarded(request, work)
 
 
-@router.delete("/api/v2/gallery/{name}/faces/{face_id}")
-async def remove_face(request: Request, name: str, face_id: int) -> JSONResponse:
+@router.delete("/api/v2/gallery/{name:path}")
+async def remove_person(request: Request, name: str) -> JSONResponse:
     async def work(service: AnalysisService, upload: Upload) -> Any:
-        await run_in_threadpool(service.models.gallery.remove_face, name, face_id)
-        return {"removed": {"name": name, "face": face_id}}
+        await run_in_threadpool(service.models.gallery.remove_person, name)
+        return {"removed": name}
 
     return await _guarded(request, work)
