@@ -14,8 +14,8 @@ ANALYSIS_TYPES = ("objects", "celebrities", "detect_faces", "detect_text", "nsfw
 CACHE_TYPE = "cache"
 ALL_TYPES = (*ANALYSIS_TYPES, CACHE_TYPE)
 
-# ASCII digits only (str.isdigit and int() also take "١٠" and "１０"), and few enough that
-# int() never meets Python's 4,300-digit limit; leading zeros are allowed.
+# ASCII digits only (int() also takes Arabic-Indic and full-width digits), and few enough
+# that int() never meets Python's 4,300-digit limit; leading zeros are allowed.
 _DECIMAL = re.compile(r"^\s*[+-]?[0-9]{1,20}\s*$", re.ASCII)
 # No parameter is meaningful beyond this; larger values are refused, not clamped.
 MAX_INT = 2**31 - 1
