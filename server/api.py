@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from server.checks import CACHE_TYPE, CheckedRequest, check_parameters, check_type, require_apikey
 from server.errors import ApiError, ErrorKind
@@ -23,14 +24,16 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 T = TypeVar("T")
+NO_SNIFF_NO_STORE = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
 def envelope(status: int, message: str, data: Any = None, headers: dict[str, str] | None = None):
-    """The API's body, with the HTTP status equal to ``status``."""
+    """The API's body, with the HTTP status equal to ``status``. Answers may carry results
+    and keys' data: never sniffed as another type, never kept by a cache."""
     return JSONResponse(
         {"status": status, "status_message": message, "data": data},
         status_code=status,
-        headers=headers,
+        headers={**NO_SNIFF_NO_STORE, **(headers or {})},
     )
 
 
@@ -122,6 +125,9 @@ async def _handle(request: Request) -> JSONResponse:
         if error.kind is ErrorKind.CLIENT_CLOSED:
             log.info("request %s: client left before its answer; dropped, refunded", request_id)
         return error_response(error)
+    except ClientDisconnect:
+        log.info("request %s: client left during its upload", request_id)
+        return error_response(ApiError(ErrorKind.CLIENT_CLOSED))
     except Exception:
         log.exception("request %s failed", request_id)
         return internal_error(request_id)

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from server.api import envelope, error_response, internal_error
 from server.errors import ApiError, ErrorKind
@@ -58,6 +59,9 @@ async def _guarded(
         return error_response(ApiError(ErrorKind.INVALID_PARAMETER, str(exc)))
     except ApiError as error:
         return error_response(error)
+    except ClientDisconnect:
+        log.info("gallery request: client left during its upload")
+        return error_response(ApiError(ErrorKind.CLIENT_CLOSED))
     except Exception:
         request_id = uuid.uuid4().hex[:16]
         log.exception("gallery request %s failed", request_id)
