@@ -7,6 +7,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
+from urllib.parse import unquote_plus
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -30,7 +31,14 @@ log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_S = 3600.0
 BLOCKING_THREADS = 8
-_APIKEY_IN_QUERY = re.compile(r"(apikey=)[^&\s\"]+")
+_QUERY_FIELD = re.compile(r"([?&])([^&=\s\"]*)=([^&\s\"]*)")
+
+
+def _redact_field(match: re.Match[str]) -> str:
+    # The server decodes field names ("api%6Bey" is apikey): judge the decoded name.
+    if unquote_plus(match.group(2)).strip().lower() == "apikey":
+        return f"{match.group(1)}{match.group(2)}=***"
+    return match.group(0)
 
 
 class RedactApiKeys(logging.Filter):
@@ -39,7 +47,8 @@ class RedactApiKeys(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                _APIKEY_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+                _QUERY_FIELD.sub(_redact_field, a) if isinstance(a, str) and "?" in a else a
+                for a in record.args
             )
         return True
 
