@@ -69,7 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Keys' hashes, results and face crops: the owner's only (when created here).
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = make_engine(settings.resolved_database_url)
         await asyncio.to_thread(init_db, engine)
         device = choose_device(settings.device)  # torch's threads: see ModelManager
