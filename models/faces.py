@@ -91,6 +91,11 @@ class MtcnnFaceDetector(Recognizer):
         if self._nets is None:
             raise RuntimeError("model not loaded")
         pnet, rnet, onet = self._nets
+        height, width = batch[0].pixels.shape[:2]  # one size per batch (batch_key)
+        if min(height, width) < self.min_face_size:
+            # MTCNN's pyramid starts at the smallest face: a smaller image holds none (and
+            # detect_face fails on an empty pyramid).
+            return [[] for _ in batch]
         pixels = torch.from_numpy(np.stack([item.pixels for item in batch])).to(self.device)
         with torch.inference_mode():
             batch_boxes, batch_points = detect_face(

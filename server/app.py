@@ -7,6 +7,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
+from urllib.parse import unquote_plus
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -32,7 +33,14 @@ log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_S = 3600.0
 BLOCKING_THREADS = 8
-_APIKEY_IN_QUERY = re.compile(r"(apikey=)[^&\s\"]+")
+_QUERY_FIELD = re.compile(r"([?&])([^&=\s\"]*)=([^&\s\"]*)")
+
+
+def _redact_field(match: re.Match[str]) -> str:
+    # The server decodes field names ("api%6Bey" is apikey): judge the decoded name.
+    if unquote_plus(match.group(2)).strip().lower() == "apikey":
+        return f"{match.group(1)}{match.group(2)}=***"
+    return match.group(0)
 
 
 class RedactApiKeys(logging.Filter):
@@ -41,7 +49,8 @@ class RedactApiKeys(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                _APIKEY_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+                _QUERY_FIELD.sub(_redact_field, a) if isinstance(a, str) and "?" in a else a
+                for a in record.args
             )
         return True
 
@@ -62,7 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Keys' hashes, results and face crops: the owner's only (when created here).
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = make_engine(settings.resolved_database_url)
         await asyncio.to_thread(init_db, engine)
         device = choose_device(settings.device)  # torch's threads: see ModelManager
@@ -119,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
-        return envelope(exc.status_code, str(exc.detail))
+        return envelope(exc.status_code, str(exc.detail), headers=exc.headers)  # 405's Allow
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, _exc: RequestValidationError):

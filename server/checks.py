@@ -14,7 +14,11 @@ from server.upload import Upload
 CACHE_TYPE = "cache"
 ALL_TYPES = (*API_TYPES, CACHE_TYPE)
 
-_DECIMAL = re.compile(r"^\s*[+-]?\d+\s*$")
+# ASCII digits only (int() also takes Arabic-Indic and full-width digits), and few enough
+# that int() never meets Python's 4,300-digit limit; leading zeros are allowed.
+_DECIMAL = re.compile(r"^\s*[+-]?[0-9]{1,20}\s*$", re.ASCII)
+# No parameter is meaningful beyond this; larger values are refused, not clamped.
+MAX_INT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -24,11 +28,11 @@ class IntRule:
     required: bool
 
     def accepts(self, value: int) -> bool:
-        return value >= self.minimum and (self.maximum is None or value <= self.maximum)
+        return self.minimum <= value <= (MAX_INT if self.maximum is None else self.maximum)
 
     def describe(self) -> str:
         if self.maximum is None:
-            return f"an integer >= {self.minimum}"
+            return f"an integer from {self.minimum} to {MAX_INT}"
         return f"an integer from {self.minimum} to {self.maximum}"
 
 
@@ -42,6 +46,7 @@ TYPE_PARAMETERS: dict[str, dict[str, IntRule]] = {
     "cache": {"limit": IntRule(1, 100, required=False)},
 }
 CACHE_DEFAULT_LIMIT = 10
+MAX_RESULT_ID_CHARS = 32  # StoredResult.id: a uuid4 in hex
 
 
 def parse_int(value: str) -> int | None:
@@ -80,7 +85,12 @@ def check_parameters(type_: str, upload: Upload, partial: bool = False) -> dict[
             continue
         params[name] = value
     if type_ == CACHE_TYPE and "id" in upload.fields:
-        params["id"] = upload.fields["id"].strip()
+        result_id = upload.fields["id"].strip()
+        # No stored id is longer or holds NUL, which PostgreSQL refuses outright (500).
+        if len(result_id) > MAX_RESULT_ID_CHARS or "\x00" in result_id:
+            problems.append("id (no such result for this key)")
+        else:
+            params["id"] = result_id
     if problems:
         raise ApiError(ErrorKind.INVALID_PARAMETER, ", ".join(problems))
     return params

@@ -53,6 +53,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         log_level="info",
         proxy_headers=True,
+        # Bounds on header size and header time, and answers for half-closed sockets.
+        http="server.http_protocol:GuardedHttpToolsProtocol",
     )
     return 0
 

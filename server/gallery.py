@@ -19,10 +19,30 @@ from models.images import ImageError, decode_image, inspect_image
 from server.db import FaceDescriptor, GalleryFace, GalleryState, Person
 
 STATE_ROW = 1
+MAX_NAME_CHARS = 200  # Person.name
+MAX_SOURCE_CHARS = 500  # GalleryFace.source
 
 
 class GalleryError(Exception):
     """A gallery operation that cannot be carried out; the message is for the operator."""
+
+
+def check_name(name: str) -> str:
+    """``name`` if the database can hold it (PostgreSQL refuses NUL and overlong text)."""
+    if len(name) > MAX_NAME_CHARS:
+        raise GalleryError(f"name (longer than {MAX_NAME_CHARS} characters)")
+    if "\x00" in name:
+        raise GalleryError("name (contains a NUL character)")
+    return name
+
+
+def check_source(source: str) -> str:
+    """A photo's file name if the database can hold it."""
+    if len(source) > MAX_SOURCE_CHARS or "\x00" in source:
+        raise GalleryError(
+            f"file (a file name longer than {MAX_SOURCE_CHARS} characters or with NUL)"
+        )
+    return source
 
 
 @dataclass(frozen=True)
@@ -107,11 +127,13 @@ class Gallery:
 
     def enrol(self, name: str, faces: list[EnrolledFace], model: str) -> dict[str, Any]:
         """Adds faces to a person (created if new), all or nothing."""
-        name = name.strip()
+        name = check_name(name.strip())
         if not name:
             raise GalleryError("a person needs a name")
         if not faces:
             raise GalleryError("no photo given")
+        for face in faces:
+            check_source(face.source)
         try:
             with Session(self.engine) as session, session.begin():
                 person = session.scalars(select(Person).where(Person.name == name)).first()
@@ -164,6 +186,7 @@ class Gallery:
         return list(people.values())
 
     def remove_person(self, name: str) -> None:
+        check_name(name)
         with Session(self.engine) as session, session.begin():
             person = session.scalars(select(Person).where(Person.name == name)).first()
             if person is None:
@@ -176,6 +199,7 @@ class Gallery:
             self._bump(session)
 
     def remove_face(self, name: str, face_id: int) -> None:
+        check_name(name)
         with Session(self.engine) as session, session.begin():
             face = session.execute(
                 select(GalleryFace)

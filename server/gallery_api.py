@@ -15,13 +15,21 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.errors import ApiError, ErrorKind
-from server.gallery import enrolment_faces
+from server.gallery import check_name, check_source, enrolment_faces
 from server.http import respond
 from server.state import AppState, State
 from server.upload import Upload, UploadTooLargeError, read_upload
 
 router = APIRouter()
 TYPE = "celebrities"
+MAX_FACE_ID = 2**63 - 1  # face ids are 64-bit database keys
+
+
+def _face_id(text: str) -> int:
+    """The face id of a route, or 421 (a larger int overflows the database driver: 500)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_FACE_ID:
+        raise ApiError(ErrorKind.INVALID_PARAMETER, f"face id (an integer up to {MAX_FACE_ID})")
+    return int(text)
 
 
 async def admin_upload(request: Request, state: AppState) -> Upload:
@@ -49,6 +57,10 @@ async def enrol(request: Request, state: State) -> JSONResponse:
         photos = upload.files
         if not photos:
             raise ApiError(ErrorKind.INVALID_PARAMETER, "file (missing)")
+        # What the database cannot hold is refused before the model runs.
+        check_name(name)
+        for source, _ in photos:
+            check_source(source)
         batcher = await state.pipeline.batcher(TYPE)
         model = batcher.model
         faces = await batcher.run_exclusive(
@@ -69,21 +81,24 @@ async def people(request: Request, state: State) -> JSONResponse:
     return await respond(request, work)
 
 
-@router.delete("/api/v2/gallery/{name}")
+# Names may hold "/" (path converters); this route comes first, as the person's would
+# also match ".../faces/ID".
+@router.delete("/api/v2/gallery/{name:path}/faces/{face_id}")
+async def remove_face(request: Request, state: State, name: str, face_id: str) -> JSONResponse:
+    async def work() -> Any:
+        await admin_upload(request, state)
+        number = _face_id(face_id)
+        await run_in_threadpool(state.gallery.remove_face, name, number)
+        return {"removed": {"name": name, "face": number}}
+
+    return await respond(request, work)
+
+
+@router.delete("/api/v2/gallery/{name:path}")
 async def remove_person(request: Request, state: State, name: str) -> JSONResponse:
     async def work() -> Any:
         await admin_upload(request, state)
         await run_in_threadpool(state.gallery.remove_person, name)
         return {"removed": name}
-
-    return await respond(request, work)
-
-
-@router.delete("/api/v2/gallery/{name}/faces/{face_id}")
-async def remove_face(request: Request, state: State, name: str, face_id: int) -> JSONResponse:
-    async def work() -> Any:
-        await admin_upload(request, state)
-        await run_in_threadpool(state.gallery.remove_face, name, face_id)
-        return {"removed": {"name": name, "face": face_id}}
 
     return await respond(request, work)

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import ApiError, ErrorKind, api_error
@@ -19,6 +20,8 @@ from server.state import get_state
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
+# Answers may carry results and keys' data: never sniffed as another type, never cached.
+NO_SNIFF_NO_STORE = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
 def envelope(
@@ -28,7 +31,7 @@ def envelope(
     return JSONResponse(
         {"status": status, "status_message": message, "data": data},
         status_code=status,
-        headers=headers,
+        headers={**NO_SNIFF_NO_STORE, **(headers or {})},
     )
 
 
@@ -47,6 +50,9 @@ async def respond(request: Request, work: Callable[[], Awaitable[Any]]) -> JSONR
     with get_state(request).trimmer.request():
         try:
             return envelope(200, "OK", await work())
+        except ClientDisconnect:
+            log.info("request %s: client left during its upload", request_id(request))
+            return error_response(ApiError(ErrorKind.CLIENT_CLOSED))
         except Exception as exc:
             error = api_error(exc)
             if error is None:

@@ -51,6 +51,16 @@ class Settings(BaseSettings):
         description="Largest accepted image in pixels (width x height), checked from the "
         "header before decoding, against decompression bombs (413).",
     )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        description="Largest request line and headers together, in bytes; more is answered "
+        "431 and the connection closed.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        description="Longest time from a connection (or the first byte of its next request) "
+        "to the end of the request's headers; slower clients get 408 and are disconnected.",
+    )
     result_retention_days: float = Field(
         30.0,
         description="How long analysis results are kept for type=cache and for answering "

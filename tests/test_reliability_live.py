@@ -1,0 +1,90 @@
+"""The HTTP server's own limits, on a live `imagerecognize serve`: header size, header time,
+and half-closed sockets."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from server.keys import KeyStore
+from server.settings import Settings
+from tests.conftest import LiveServer
+
+pytestmark = pytest.mark.slow
+
+HEADER_TIMEOUT_S = 2.0
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[LiveServer]:
+    live = LiveServer(
+        settings.data_dir, env={"IMAGERECOGNIZE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S)}
+    )
+    yield live
+    live.stop()
+
+
+def read_all(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection (or ``timeout``)."""
+    sock.settimeout(timeout)
+    received = bytearray()
+    try:
+        while chunk := sock.recv(65536):
+            received.extend(chunk)
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return bytes(received)
+
+
+def status_and_body(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_a_huge_header_is_refused(server: LiveServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: ")
+        sent = 0
+        try:
+            while sent < 16 * 1024 * 1024:  # stops long before, when the server closes
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = read_all(sock, 10)
+    assert sent < 4 * 1024 * 1024, sent
+    if answer:  # the answer may be lost to the reset of a client still sending
+        assert status_and_body(answer) == (
+            431,
+            {"status": 431, "status_message": "Request Header Fields Too Large", "data": None},
+        )
+    assert requests.get(f"http://127.0.0.1:{server.port}/health", timeout=10).ok
+
+
+def test_a_half_sent_request_is_let_go(server: LiveServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        answer = read_all(sock, 30)
+        waited = time.monotonic() - started
+    assert status_and_body(answer)[0] == 408
+    assert waited < HEADER_TIMEOUT_S + 5, waited
+    with socket.create_connection(("127.0.0.1", server.port)) as idle:
+        assert status_and_body(read_all(idle, 30))[0] == 408  # connected, sent nothing
+
+
+def test_a_half_closed_client_gets_its_answer(server: LiveServer, keys: KeyStore) -> None:
+    key = keys.create("half-closer")
+    for query, status in ((f"apikey={key}&type=cache", 200), ("apikey=ir_nobody&type=x", 401)):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(f"GET /api/v2/?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sock.shutdown(socket.SHUT_WR)
+            answer = read_all(sock, 30)
+        assert answer, "no answer"
+        got, body = status_and_body(answer)
+        assert got == status == body["status"], body
