@@ -176,7 +176,9 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     if path is None:
         yield
         return
-    with open(path.with_name(path.name + ".migrate-lock"), "a") as handle:
+    lock = path.with_name(path.name + ".migrate-lock")
+    # The owner's only, like the database beside it.
+    with os.fdopen(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
