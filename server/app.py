@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from models.device import choose_device
 from server import __version__
 from server.api import envelope, router
+from server.cors import install_browser_middleware
 from server.db import init_db, make_engine
 from server.gallery import Gallery
 from server.gallery_api import router as gallery_router
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(gallery_router)
+    install_browser_middleware(app, settings)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, object]:
