@@ -42,8 +42,10 @@ async def _guarded(
         if not apikey:
             raise ApiError(ErrorKind.APIKEY_MISSING)
         key = await run_in_threadpool(service.keys.authenticate, apikey)
-        if key is None or not key.is_admin:
+        if key is None:
             raise ApiError(ErrorKind.APIKEY_INVALID)
+        if not key.is_admin:
+            raise ApiError(ErrorKind.APIKEY_NOT_ADMIN)
         data = await work(service, upload)
         return envelope(200, "OK", data)
     except GalleryError as exc:
@@ -57,6 +59,7 @@ async def _guarded(
 
 
 @router.post("/api/v2/gallery/")
+@router.post("/api/v2/gallery", include_in_schema=False)
 async def enrol(request: Request) -> JSONResponse:
     async def work(service: AnalysisService, upload: Upload) -> Any:
         name = upload.fields.get("name", "").strip()
@@ -78,6 +81,7 @@ async def enrol(request: Request) -> JSONResponse:
 
 
 @router.get("/api/v2/gallery/")
+@router.get("/api/v2/gallery", include_in_schema=False)
 async def people(request: Request) -> JSONResponse:
     async def work(service: AnalysisService, upload: Upload) -> Any:
         cls = service.models.model_class(TYPE)
