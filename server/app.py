@@ -26,6 +26,7 @@ from server.model_manager import ModelManager
 from server.results import ResultStore
 from server.service import AnalysisService
 from server.settings import Settings, get_settings
+from server.web import install_web
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         redirect_slashes=False,
-        docs_url="/docs",
+        docs_url=None,  # /docs and /redoc, offline: server/web.py
+        redoc_url=None,
     )
     app.include_router(router)
     app.include_router(gallery_router)
     install_browser_middleware(app, settings)
+    install_web(app)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, object]:
