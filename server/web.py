@@ -19,6 +19,13 @@ from server.openapi import install_openapi
 STATIC_DIR = Path(__file__).parent / "static"
 DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
 DOCS_ASSETS_URL = "/static/docs"
+# The reference pages may load nothing from elsewhere: ReDoc's sidebar, for one, links an
+# image on cdn.redoc.ly. The browser refuses such requests instead of sending them.
+LOCAL_ONLY = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
+    "worker-src 'self' blob:; connect-src 'self'"
+}
 
 
 def install_web(app: FastAPI) -> None:
@@ -36,7 +43,7 @@ def install_web(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=openapi_url,
             title=f"{app.title}: API reference",
             swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
@@ -45,13 +52,20 @@ def install_web(app: FastAPI) -> None:
             # Swagger UI's default validator badge is an image from validator.swagger.io.
             swagger_ui_parameters={"validatorUrl": None, "defaultModelsExpandDepth": 0},
         )
+        return _local_only(page)
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=openapi_url,
             title=f"{app.title}: API reference",
             redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
             redoc_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
             with_google_fonts=False,
         )
+        return _local_only(page)
+
+
+def _local_only(response: HTMLResponse) -> HTMLResponse:
+    response.headers.update(LOCAL_ONLY)
+    return response
