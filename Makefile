@@ -28,7 +28,7 @@ $(TEST_STAMP): $(STAMP)
 serve: setup
 	@key=$$($(BIN)/imagerecognize keys demo) || exit 1; \
 	echo ""; \
-	echo "  imagerecognize on http://$(HOST):$(PORT)/api/v2/"; \
+	echo "  imagerecognize on http://$(HOST):$(PORT)/api/v2/  (try it: http://$(HOST):$(PORT)/)"; \
 	echo "  demo API key: $$key"; \
 	echo "  try: curl -F apikey=$$key -F type=detect_faces -F file=@photo.jpg http://$(HOST):$(PORT)/api/v2/"; \
 	echo ""

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from models.device import choose_device
 from server import __version__
 from server.api import router
+from server.cors import install_browser_middleware
 from server.db import init_db, make_engine
 from server.gallery import Gallery
 from server.gallery_api import router as gallery_router
@@ -28,6 +29,7 @@ from server.results import ResultStore
 from server.service import AnalysisService
 from server.settings import Settings, get_settings
 from server.state import AppState, State
+from server.web import install_web
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +114,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         redirect_slashes=False,
-        docs_url="/docs",
+        docs_url=None,  # /docs and /redoc, offline: server/web.py
+        redoc_url=None,
     )
     app.add_middleware(RequestIdMiddleware)
     app.include_router(router)
     app.include_router(gallery_router)
+    install_browser_middleware(app, settings)
+    install_web(app)
 
     @app.get("/health")
     async def health(state: State) -> dict[str, object]:

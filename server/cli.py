@@ -13,6 +13,7 @@ from server.settings import Settings, get_settings
 
 DEMO_KEY_NAME = "demo"
 DEMO_KEY_FILE = "demo-key.txt"
+DEMO_KEY_QUOTA = 100_000
 
 
 def _keys(settings: Settings):
@@ -27,7 +28,12 @@ def _keys(settings: Settings):
 def _quota_arg(value: str) -> int | None:
     if value.lower() in ("none", "unlimited"):
         return None
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a quota: give a whole number >= 0, or 'unlimited'"
+        ) from None
     if number < 0:
         raise argparse.ArgumentTypeError("quota must be >= 0")
     return number
@@ -123,7 +129,8 @@ def cmd_keys_demo(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
-    key = store.create(DEMO_KEY_NAME, quota=None, is_admin=True)
+    # An ordinary key: it may be pasted into pages, so it must not administer the gallery.
+    key = store.create(DEMO_KEY_NAME, quota=DEMO_KEY_QUOTA, is_admin=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -276,7 +283,13 @@ def _enrol(settings: Settings, name: str, paths: list[Path]) -> int:
 
 
 def cmd_gallery_add(args: argparse.Namespace, settings: Settings) -> int:
-    return _enrol(settings, args.name, [Path(p) for p in args.images])
+    paths = [Path(p) for p in args.images]
+    # Checked before the face model is loaded (seconds), not after.
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return _enrol(settings, args.name, paths)
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}

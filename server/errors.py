@@ -14,6 +14,7 @@ class ErrorKind(Enum):
     NO_DATA = (300, "Invalid request, no data received")
     APIKEY_MISSING = (400, "APIkey missing")
     APIKEY_INVALID = (401, "APIkey invalid")
+    APIKEY_NOT_ADMIN = (401, "APIkey not allowed: the gallery needs an admin key")
     QUOTA_REACHED = (402, "Quota limit reached")
     INVALID_FILE = (412, "Invalid file")
     IMAGE_TOO_LARGE = (413, "Image size too large")

@@ -42,12 +42,15 @@ async def admin_upload(request: Request, state: AppState) -> Upload:
     if not apikey:
         raise ApiError(ErrorKind.APIKEY_MISSING)
     key = await run_in_threadpool(state.keys.authenticate, apikey)
-    if key is None or not key.is_admin:
+    if key is None:
         raise ApiError(ErrorKind.APIKEY_INVALID)
+    if not key.is_admin:
+        raise ApiError(ErrorKind.APIKEY_NOT_ADMIN)
     return upload
 
 
 @router.post("/api/v2/gallery/")
+@router.post("/api/v2/gallery", include_in_schema=False)
 async def enrol(request: Request, state: State) -> JSONResponse:
     async def work() -> Any:
         upload = await admin_upload(request, state)
@@ -72,6 +75,7 @@ async def enrol(request: Request, state: State) -> JSONResponse:
 
 
 @router.get("/api/v2/gallery/")
+@router.get("/api/v2/gallery", include_in_schema=False)
 async def people(request: Request, state: State) -> JSONResponse:
     async def work() -> Any:
         await admin_upload(request, state)

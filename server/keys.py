@@ -89,6 +89,8 @@ class KeyStore:
             ).first()
             if row is None:
                 raise KeyManagementError(f"no key named {key_or_name!r}")
+            if row.revoked:
+                raise KeyManagementError(f"key {row.name!r} is already revoked")
             row.revoked = True
             return _record(row)
 

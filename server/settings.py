@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         description="How long analysis results are kept for type=cache and for answering "
         "identical requests from the store.",
     )
+    cors_allow_origins: list[str] = Field(
+        ["*"],
+        description='Origins whose pages may call the API from a browser, as JSON '
+        '(`["https://shop.example"]`); `["*"]`: any origin; `[]`: none (cross-origin calls '
+        "are refused with 403; the server's own page at / still works). Never with cookies.",
+    )
     preload: bool = Field(
         False,
         description="Load every available model at start instead of on first use.",

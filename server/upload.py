@@ -82,6 +82,10 @@ class _MultipartCollector:
         self._name = name.decode("utf-8", "replace") if name is not None else None
         filename = options.get(b"filename", b"")
         self._filename = filename.decode("utf-8", "replace")
+        if b"filename" in options and self._name != FILE_FIELD:
+            # A file under another name ("image") is skipped, so the checks name the missing
+            # `file` instead of calling the image a text field that is too long.
+            self._name = None
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._name is None:

@@ -51,3 +51,27 @@ def test_models_fetch_refuses_unknown_and_unverifiable_weights(tmp_path: Path) -
     unverifiable = run(tmp_path, "models", "fetch", "facenet_vggface2")
     assert unverifiable.returncode == 1 and "--sha256" in unverifiable.stderr
     assert not (tmp_path / "models").exists()
+
+
+def test_key_mistakes_are_told_plainly(tmp_path: Path) -> None:
+    assert run(tmp_path, "keys", "create", "--name", "newsroom").returncode == 0
+    lots = run(tmp_path, "keys", "set-quota", "newsroom", "lots")
+    assert lots.returncode == 2
+    assert "'lots' is not a quota: give a whole number >= 0, or 'unlimited'" in lots.stderr
+    assert "_quota_arg" not in lots.stderr
+    assert run(tmp_path, "keys", "revoke", "newsroom").returncode == 0
+    again = run(tmp_path, "keys", "revoke", "newsroom")
+    assert again.returncode == 1 and "already revoked" in again.stderr
+
+
+def test_demo_key_is_ordinary(tmp_path: Path) -> None:
+    assert run(tmp_path, "keys", "demo").returncode == 0
+    demo = next(line for line in run(tmp_path, "keys", "list").stdout.splitlines()
+                if line.startswith("demo "))
+    assert demo.split()[2:5] == ["100000", "no", "no"]  # quota, admin, revoked
+
+
+def test_gallery_add_checks_files_before_loading_models(tmp_path: Path) -> None:
+    result = run(tmp_path, "gallery", "add", "Nobody", str(tmp_path / "missing.jpg"), timeout=20)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: no such file: {tmp_path / 'missing.jpg'}"
