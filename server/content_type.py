@@ -71,7 +71,8 @@ class ApiContentType:
                         value = media_type
                     headers.append((name, value))
                 # Never sniffed into HTML or script, whatever the body holds.
-                headers.append((b"x-content-type-options", b"nosniff"))
+                if not any(name.lower() == b"x-content-type-options" for name, _ in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
                 headers.append((b"vary", b"Accept"))
                 message = {**message, "headers": headers}
             await send(message)

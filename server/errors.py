@@ -21,6 +21,7 @@ class ErrorKind(Enum):
     INVALID_FORMAT = (415, "Invalid file format")
     INVALID_TYPE = (420, "Invalid type")
     INVALID_PARAMETER = (421, "Invalid parameter")
+    FORBIDDEN = (403, "Forbidden")  # a browser page from an origin CORS does not allow
     UNAVAILABLE = (503, "Service unavailable")
     # Never delivered (nginx's code): it names, in the access log, a request whose client
     # left before its answer; the analysis was dropped and its quota refunded.

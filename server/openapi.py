@@ -13,7 +13,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from server.checks import ALL_TYPES, ANALYSIS_TYPES, CACHE_TYPE
+from models.registry import API_TYPES
+from server.checks import ALL_TYPES, CACHE_TYPE
 from server.errors import ErrorKind
 
 DESCRIBED_HERE = "/api/v2"
@@ -148,7 +149,7 @@ def api_paths() -> dict[str, Any]:
             "post": {
                 "operationId": "analyse",
                 "summary": "Analyse an image (or list stored results with type=cache)",
-                "description": f"Types: {', '.join(ANALYSIS_TYPES)}, and {CACHE_TYPE}. "
+                "description": f"Types: {', '.join(API_TYPES)}, and {CACHE_TYPE}. "
                 "The checks apply in the order of the responses below (300, 400, 401, 420, "
                 "421, 402, 413, 415, 412, 503). Only successes cost quota.",
                 "requestBody": {

@@ -39,7 +39,8 @@ function describeFailure(status, body, response) {
   let text = `${words} (${status} ${body ? body.status_message : ""})`.replace(" )", ")");
   const retry = response && response.headers.get("Retry-After");
   if (retry) text += ` Try again in ${retry} s.`;
-  const requestId = response && response.headers.get("X-Request-Id");
+  // Every answer has an id; only a server-side failure needs it, to find its log line.
+  const requestId = status >= 500 && response && response.headers.get("X-Request-Id");
   if (requestId) text += ` Request id for the server's log: ${requestId}.`;
   return text;
 }
