@@ -423,3 +423,73 @@ def convert_dlib_network(path: Path) -> dict[str, Any]:
         for name, value in found.items():
             state[f"{target}.{name}"] = torch.from_numpy(np.ascontiguousarray(value))
     return {"state_dict": state}
+
+
+RUNTIMES = ("dlib", "torch")
+# Measured by scripts/bench_dlib_descriptor.py on a 2-core CPU: see that script's docstring.
+CPU_DEFAULT_RUNTIME = "torch"
+
+
+def descriptor_runtime(device: torch.device, requested: str | None = None) -> str:
+    """Which runtime computes descriptors: on CUDA always the torch port (dlib's wheel runs on
+    the CPU); on the CPU ``requested`` ("dlib" or "torch"), else the one measured faster."""
+    if device.type != "cpu":
+        return "torch"
+    if requested in (None, "", "auto"):
+        return CPU_DEFAULT_RUNTIME
+    if requested not in RUNTIMES:
+        raise ValueError(f"unknown descriptor runtime {requested!r}: expected one of {RUNTIMES}")
+    return requested
+
+
+class DlibDescriptor:
+    """dlib's own network, through its Python binding (CPU only)."""
+
+    runtime = "dlib"
+
+    def __init__(self, source: Path):
+        import dlib
+
+        self._encoder = dlib.face_recognition_model_v1(str(source))
+
+    def describe(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """N x 128 float32 descriptors of 150 x 150 RGB chips (dlib.get_face_chip's)."""
+        vectors = self._encoder.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
+        return np.array([np.asarray(v) for v in vectors], dtype=np.float32).reshape(-1, 128)
+
+
+class TorchDescriptor:
+    """The torch port, converted from dlib's file once into the model folder."""
+
+    runtime = "torch"
+
+    def __init__(self, source: Path, model_dir: Path, device: torch.device):
+        from models.objects import cached_conversion
+
+        target = Path(model_dir) / CONVERTED_FILE
+        converted = cached_conversion(source, target, convert_dlib_network)
+        net = DlibFaceResNet()
+        net.load_state_dict(converted["state_dict"])
+        self.device = device
+        # Channels-last: oneDNN's convolutions on the CPU at every batch size (contiguous
+        # batches of one fall back to a slow im2col path there), and cuDNN's preferred layout.
+        net = net.fold_affines().eval().to(device, memory_format=torch.channels_last)
+        self.net = net
+
+    def describe(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """N x 128 float32 descriptors of 150 x 150 RGB chips (dlib.get_face_chip's)."""
+        if not len(chips):
+            return np.zeros((0, DESCRIPTOR_SIZE), dtype=np.float32)
+        # N x H x W x 3 seen as N x 3 x H x W is channels-last already: no copy.
+        pixels = torch.from_numpy(np.stack(chips)).to(self.device).permute(0, 3, 1, 2)
+        with torch.inference_mode():
+            return self.net(pixels).float().cpu().numpy()
+
+
+def load_descriptor(
+    source: Path, model_dir: Path, device: torch.device, requested: str | None = None
+) -> DlibDescriptor | TorchDescriptor:
+    """dlib's descriptor network in the runtime ``descriptor_runtime`` picks."""
+    if descriptor_runtime(device, requested) == "dlib":
+        return DlibDescriptor(source)
+    return TorchDescriptor(source, model_dir, device)
