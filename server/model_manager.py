@@ -86,6 +86,7 @@ class ModelManager:
                 "model_dir": self.settings.resolved_model_dir,
                 "gallery": self.gallery,
                 "threshold": self.settings.celebrities_threshold,
+                "descriptor_runtime": self.settings.celebrities_descriptor_runtime,
             }
         if type_ == "objects":
             return {"model_dir": self.settings.resolved_model_dir}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -117,6 +118,13 @@ class Settings(BaseSettings):
         None,
         description="Largest descriptor distance at which a face matches a gallery person. "
         "Default per model: 0.5 for dlib_resnet, 1.0 for facenet_vggface2.",
+    )
+    celebrities_descriptor_runtime: Literal["auto", "dlib", "torch"] = Field(
+        "auto",
+        description="On the CPU, what computes dlib_resnet's face descriptors: dlib itself "
+        "or its torch port (the same network; descriptors within 1e-5). auto: the one "
+        "measured faster on the CPU (scripts/bench_dlib_descriptor.py). On CUDA the torch "
+        "port always runs.",
     )
     text_max_side: int = Field(
         960,
