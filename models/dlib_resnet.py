@@ -426,7 +426,9 @@ def convert_dlib_network(path: Path) -> dict[str, Any]:
 
 
 RUNTIMES = ("dlib", "torch")
-# Measured by scripts/bench_dlib_descriptor.py on a 2-core CPU: see that script's docstring.
+# scripts/bench_dlib_descriptor.py on 2 shared cores, best of rounds, ms per face (CPU time):
+# dlib 90 at every batch size (one thread); the port 12 at batch 1, 8 at batches 4 and 8
+# with one torch thread, 24 / 12 / 18 with two (wall 36 / 6 / 21).
 CPU_DEFAULT_RUNTIME = "torch"
 
 
@@ -490,6 +492,8 @@ def load_descriptor(
     source: Path, model_dir: Path, device: torch.device, requested: str | None = None
 ) -> DlibDescriptor | TorchDescriptor:
     """dlib's descriptor network in the runtime ``descriptor_runtime`` picks."""
-    if descriptor_runtime(device, requested) == "dlib":
+    runtime = descriptor_runtime(device, requested)
+    log.info("dlib face descriptor: %s on %s", runtime, "cpu" if runtime == "dlib" else device)
+    if runtime == "dlib":
         return DlibDescriptor(source)
     return TorchDescriptor(source, model_dir, device)

@@ -123,8 +123,8 @@ class Settings(BaseSettings):
         "auto",
         description="On the CPU, what computes dlib_resnet's face descriptors: dlib itself "
         "or its torch port (the same network; descriptors within 1e-5). auto: the one "
-        "measured faster on the CPU (scripts/bench_dlib_descriptor.py). On CUDA the torch "
-        "port always runs.",
+        "measured faster on the CPU, the torch port (scripts/bench_dlib_descriptor.py). On "
+        "CUDA the torch port always runs.",
     )
     text_max_side: int = Field(
         960,
