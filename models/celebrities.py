@@ -169,17 +169,20 @@ class DlibFaceRecognizer(FaceRecognizer):
         )
 
     def load_descriptor(self) -> None:
-        import dlib
+        # dlib's own network or its torch port (always on CUDA): see models/dlib_resnet.py.
+        from models.dlib_resnet import SOURCE_FILE, load_descriptor
 
         folder = dlib_models_dir()
         assert folder is not None
-        self._encoder = dlib.face_recognition_model_v1(
-            str(folder / "dlib_face_recognition_resnet_model_v1.dat")
+        self._encoder = load_descriptor(
+            folder / SOURCE_FILE,
+            self.model_dir,
+            self.device,
+            self.options.celebrities_descriptor_runtime,
         )
 
     def describe(self, chips: list[np.ndarray]) -> np.ndarray:
-        vectors = self._encoder.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
-        return np.array([np.asarray(v) for v in vectors], dtype=np.float32)
+        return self._encoder.describe(chips)
 
 
 FACENET_MANIFEST_NAME = "facenet_vggface2"

@@ -41,6 +41,8 @@ class ModelOptions:
     model_dir: Path  # fetched and converted weights
     faces: FacesOptions  # detect_faces, and the face finder of celebrities
     celebrities_threshold: float | None  # None: each descriptor model's own
+    # dlib_resnet's descriptor on the CPU: auto, dlib or torch (CUDA: always torch)
+    celebrities_descriptor_runtime: str
     text_max_side: int  # longest side of the image the text detector sees
     onnx: OnnxOptions  # ONNX Runtime models (nsfw, pp_ocrv4)
     gallery: FaceGallery | None = None  # celebrities match against it; None: nobody known

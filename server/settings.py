@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -136,6 +137,13 @@ class Settings(BaseSettings):
         description="Largest descriptor distance at which a face matches a gallery person. "
         "Default per model: 0.5 for dlib_resnet, 1.0 for facenet_vggface2.",
     )
+    celebrities_descriptor_runtime: Literal["auto", "dlib", "torch"] = Field(
+        "auto",
+        description="On the CPU, what computes dlib_resnet's face descriptors: dlib itself "
+        "or its torch port (the same network; descriptors within 1e-5). auto: the one "
+        "measured faster on the CPU, the torch port (scripts/bench_dlib_descriptor.py). On "
+        "CUDA the torch port always runs.",
+    )
     text_max_side: int = Field(
         960,
         description="Longest side of the image the text detector sees (PP-OCRv4's DB, "
@@ -182,6 +190,7 @@ class Settings(BaseSettings):
             model_dir=self.resolved_model_dir,
             faces=FacesOptions(max_side=self.faces_max_side, min_face_size=self.faces_min_size),
             celebrities_threshold=self.celebrities_threshold,
+            celebrities_descriptor_runtime=self.celebrities_descriptor_runtime,
             text_max_side=self.text_max_side,
             onnx=OnnxOptions(threads=self.onnx_threads, instances=self.onnx_instances),
             gallery=gallery,
