@@ -102,6 +102,13 @@ def cached_port(source: Path, target: Path) -> torch.nn.Module:
     return module
 
 
+def onnx_metadata(source: Path) -> dict[str, str]:
+    """The model's metadata_props (PP-OCR's recogniser keeps its dictionary there)."""
+    import onnx
+
+    return {prop.key: prop.value for prop in onnx.load(str(source)).metadata_props}
+
+
 def port_path(model_dir: Path, source: Path) -> Path:
     return model_dir / PORTS_FOLDER / f"{source.stem}.pt"
 

@@ -28,7 +28,7 @@ from models.ocr_stages import (
     normalise_bgr,
     rec_width,
 )
-from models.onnx import SharedSession
+from models.onnx_port import Network, Runtime, choose_runtime, load_network, onnx_metadata
 from models.registry import register
 from server.images import DecodedImage
 
@@ -119,6 +119,8 @@ class PpOcrV4TextReader(TextReader):
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     uses_torch: ClassVar[bool] = False
     concurrent_calls: ClassVar[bool] = True  # ONNX Runtime sessions are thread-safe
+    # The runtime on CPU (on CUDA: the torch port), measured with scripts/bench_onnx_port.py.
+    cpu_runtime: ClassVar[Runtime] = Runtime.ONNXRUNTIME
     weights: ClassVar[str] = (
         "rapidocr_onnxruntime/models/{ch_PP-OCRv4_det_infer,ch_PP-OCRv4_rec_infer,"
         "ch_ppocr_mobile_v2.0_cls_infer}.onnx (package rapidocr-onnxruntime)"
@@ -131,7 +133,9 @@ class PpOcrV4TextReader(TextReader):
         self.instances = int(self.options.get("instances", 1))
         # Crops are cut from the decoded image: twice the detector's size keeps them sharp.
         self.input_max_side = 2 * self.max_side
-        self._sessions: dict[str, SharedSession] = {}
+        self.model_dir = Path(self.options.get("model_dir", "data/models"))
+        self.runtime = choose_runtime(device, self.options.get("runtime"), self.cpu_runtime)
+        self._networks: dict[str, Network] = {}
         self.characters: list[str] = []
 
     @staticmethod
@@ -155,20 +159,20 @@ class PpOcrV4TextReader(TextReader):
         if folder is None:
             raise FileNotFoundError("PP-OCR models not found: install rapidocr-onnxruntime")
         for key, name in (("det", DET_FILE), ("rec", REC_FILE), ("cls", CLS_FILE)):
-            self._sessions[key] = SharedSession(
-                folder / name, self.device, self.threads, self.instances
+            self._networks[key] = load_network(
+                folder / name, self.device, self.runtime, self.model_dir, self.threads,
+                self.instances,
             )
-        meta = self._sessions["rec"].wide.get_modelmeta().custom_metadata_map
+        meta = onnx_metadata(folder / REC_FILE)
         # CTC classes: blank, the dictionary kept in the model's metadata, then the space.
         self.characters = ["", *meta["character"].splitlines(), " "]
 
     def unload(self) -> None:
-        self._sessions = {}
+        self._networks = {}
         super().unload()
 
     def _run(self, key: str, batch: np.ndarray) -> np.ndarray:
-        session = self._sessions[key]
-        return session.run({session.input_name(): batch})[0]
+        return self._networks[key].run(batch)
 
     def preprocess(self, image: DecodedImage) -> TextInput:
         rgb = image.rgb
@@ -184,7 +188,7 @@ class PpOcrV4TextReader(TextReader):
         return item.det.shape
 
     def predict(self, batch: Sequence[TextInput]) -> list[list[TextLine]]:
-        if not self._sessions:
+        if not self._networks:
             raise RuntimeError("model not loaded")
         maps = self._run("det", np.stack([item.det for item in batch]))[:, 0]
         crops: list[Image.Image] = []
