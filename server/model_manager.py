@@ -89,13 +89,14 @@ class ModelManager:
             }
         if type_ == "objects":
             return {"model_dir": self.settings.resolved_model_dir}
-        onnx = {"threads": self.settings.onnx_threads, "instances": self.settings.onnx_instances}
+        onnx = {
+            "threads": self.settings.onnx_threads,
+            "instances": self.settings.onnx_instances,
+            "runtime": self.settings.onnx_cpu_runtime,
+            "model_dir": self.settings.resolved_model_dir,
+        }
         if type_ == "detect_text":
-            return {
-                **onnx,
-                "max_side": self.settings.text_max_side,
-                "model_dir": self.settings.resolved_model_dir,
-            }
+            return {**onnx, "max_side": self.settings.text_max_side}
         if type_ == "nsfw":
             return onnx
         return {}

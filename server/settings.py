@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,6 +99,14 @@ class Settings(BaseSettings):
         description="Batches of an ONNX Runtime model (nsfw, detect_text) that run at once; "
         "while several do, each uses ONNX_THREADS / ONNX_INSTANCES threads (on CPU, "
         "single-threaded calls side by side use the cores better than one split call).",
+    )
+    onnx_cpu_runtime: Literal["auto", "onnxruntime", "torch"] = Field(
+        "auto",
+        description="What runs the ONNX networks of nsfw and detect_text (PP-OCRv4) on CPU: "
+        "onnxruntime, torch (their torch ports, converted once into MODEL_DIR/onnx_ports and "
+        "again when the ONNX file changes), or auto: the runtime measured faster on CPU, "
+        "ONNX Runtime for both (scripts/bench_onnx_port.py). On CUDA they always run the "
+        "torch ports.",
     )
     decode_threads: int = Field(
         default_factory=_default_threads,
