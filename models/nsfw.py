@@ -47,8 +47,8 @@ class OpenNsfwClassifier(Recognizer):
     uses_torch: ClassVar[bool] = False
     concurrent_calls: ClassVar[bool] = True  # ONNX Runtime sessions are thread-safe
     # The runtime on CPU (on CUDA: the torch port). ONNX Runtime, measured with
-    # scripts/bench_onnx_port.py on 2 busy cores: 130 against 2,667 ms per image with 2
-    # threads, 117 against 142-275 with one.
+    # scripts/bench_onnx_port.py on 2 shared cores: 34 against 777 ms per image with 2
+    # threads (the port's many small ops each wait on OpenMP), 42 against 70 with one.
     cpu_runtime: ClassVar[Runtime] = Runtime.ONNXRUNTIME
     # With batches side by side (IMAGERECOGNIZE_ONNX_INSTANCES) single images are fastest:
     # at concurrency 16 on 2 cores, 53.3 / 50.8 / 49.9 images/s with batches of 1 / 2 / 4.

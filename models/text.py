@@ -120,7 +120,8 @@ class PpOcrV4TextReader(TextReader):
     uses_torch: ClassVar[bool] = False
     concurrent_calls: ClassVar[bool] = True  # ONNX Runtime sessions are thread-safe
     # The runtime on CPU (on CUDA: the torch port). ONNX Runtime, measured with
-    # scripts/bench_onnx_port.py on 2 busy cores: 1,181 against 14,061 ms per page.
+    # scripts/bench_onnx_port.py on 2 shared cores: 183 against 322 ms per page with 2
+    # threads, 507 against 631 with one.
     cpu_runtime: ClassVar[Runtime] = Runtime.ONNXRUNTIME
     weights: ClassVar[str] = (
         "rapidocr_onnxruntime/models/{ch_PP-OCRv4_det_infer,ch_PP-OCRv4_rec_infer,"
