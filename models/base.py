@@ -72,6 +72,12 @@ class Recognizer(ABC):
         self.device = device
         self.options = options
 
+    @property
+    def runs_torch(self) -> bool:
+        """Whether this loaded model's calls compute with torch (``uses_torch``, unless the
+        model picks its runtime at load)."""
+        return self.uses_torch
+
     def default_batch_size(self) -> int:
         return self.cuda_batch_size if self.device.type == "cuda" else self.cpu_batch_size
 

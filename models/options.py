@@ -34,6 +34,7 @@ class FacesOptions:
 class OnnxOptions:
     threads: int  # intra-op threads of a call running alone
     instances: int  # calls that may run side by side
+    cpu_runtime: str = "auto"  # on CPU: auto, onnxruntime or torch (their ports); CUDA: torch
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from models.ocr_stages import (
     normalise_bgr,
     rec_width,
 )
-from models.onnx import SharedSession
+from models.onnx_port import Network, Runtime, choose_runtime, load_network, onnx_metadata
 from models.options import ModelOptions
 
 DET_FILE = "ch_PP-OCRv4_det_infer.onnx"
@@ -117,6 +117,9 @@ class PpOcrV4TextReader(TextReader):
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     uses_torch: ClassVar[bool] = False
     concurrent_calls: ClassVar[bool] = True  # ONNX Runtime sessions are thread-safe
+    # The runtime on CPU (on CUDA: the torch ports): ONNX Runtime, measured faster with
+    # scripts/bench_onnx_port.py (docs/performance.md).
+    cpu_runtime: ClassVar[Runtime] = Runtime.ONNXRUNTIME
     weights: ClassVar[str] = (
         "rapidocr_onnxruntime/models/{ch_PP-OCRv4_det_infer,ch_PP-OCRv4_rec_infer,"
         "ch_ppocr_mobile_v2.0_cls_infer}.onnx (package rapidocr-onnxruntime)"
@@ -129,7 +132,9 @@ class PpOcrV4TextReader(TextReader):
         self.instances = options.onnx.instances
         # Crops are cut from the decoded image: twice the detector's size keeps them sharp.
         self.input_max_side = 2 * self.max_side
-        self._sessions: dict[str, SharedSession] = {}
+        self.model_dir = options.model_dir
+        self.runtime = choose_runtime(device, options.onnx.cpu_runtime, self.cpu_runtime)
+        self._networks: dict[str, Network] = {}
         self.characters: list[str] = []
 
     @staticmethod
@@ -153,20 +158,24 @@ class PpOcrV4TextReader(TextReader):
         if folder is None:
             raise FileNotFoundError("PP-OCR models not found: install rapidocr-onnxruntime")
         for key, name in (("det", DET_FILE), ("rec", REC_FILE), ("cls", CLS_FILE)):
-            self._sessions[key] = SharedSession(
-                folder / name, self.device, self.threads, self.instances
+            self._networks[key] = load_network(
+                folder / name, self.device, self.runtime, self.model_dir, self.threads,
+                self.instances,
             )
-        meta = self._sessions["rec"].wide.get_modelmeta().custom_metadata_map
+        meta = onnx_metadata(folder / REC_FILE)
         # CTC classes: blank, the dictionary kept in the model's metadata, then the space.
         self.characters = ["", *meta["character"].splitlines(), " "]
 
+    @property
+    def runs_torch(self) -> bool:
+        return self.runtime is Runtime.TORCH
+
     def unload(self) -> None:
-        self._sessions = {}
+        self._networks = {}
         super().unload()
 
     def _run(self, key: str, batch: np.ndarray) -> np.ndarray:
-        session = self._sessions[key]
-        return session.run({session.input_name(): batch})[0]
+        return self._networks[key].run(batch)
 
     def preprocess(self, image: DecodedImage) -> TextInput:
         rgb = image.rgb
@@ -182,7 +191,7 @@ class PpOcrV4TextReader(TextReader):
         return item.det.shape
 
     def predict(self, batch: Sequence[TextInput]) -> list[list[TextLine]]:
-        if not self._sessions:
+        if not self._networks:
             raise RuntimeError("model not loaded")
         maps = self._run("det", np.stack([item.det for item in batch]))[:, 0]
         crops: list[Image.Image] = []

@@ -128,6 +128,10 @@ class ModelManager:
         else:
             model = await run_in_threadpool(self._load, slot)
         if slot.batcher is None:
+            # A model may compute with torch only once loaded (an ONNX network's torch port):
+            # then its calls, too, belong to the one torch thread.
+            if model.runs_torch:
+                executor = self.torch_thread
             max_batch_size, max_wait_ms = self.settings.batch_limits(
                 type_, model.default_batch_size()
             )

@@ -118,6 +118,14 @@ class Settings(BaseSettings):
         "while several do, each uses ONNX_THREADS / ONNX_INSTANCES threads (on CPU, "
         "single-threaded calls side by side use the cores better than one split call).",
     )
+    onnx_cpu_runtime: Literal["auto", "onnxruntime", "torch"] = Field(
+        "auto",
+        description="What runs the ONNX networks of nsfw and detect_text (PP-OCRv4) on CPU: "
+        "onnxruntime, torch (their torch ports, converted once into MODEL_DIR/onnx_ports and "
+        "again when the ONNX file changes), or auto: the runtime measured faster on CPU, "
+        "ONNX Runtime for both (scripts/bench_onnx_port.py). On CUDA they always run the "
+        "torch ports.",
+    )
     decode_threads: int = Field(
         default_factory=_default_threads,
         description="Threads that decode and preprocess uploaded images.",
@@ -192,7 +200,11 @@ class Settings(BaseSettings):
             celebrities_threshold=self.celebrities_threshold,
             celebrities_descriptor_runtime=self.celebrities_descriptor_runtime,
             text_max_side=self.text_max_side,
-            onnx=OnnxOptions(threads=self.onnx_threads, instances=self.onnx_instances),
+            onnx=OnnxOptions(
+                threads=self.onnx_threads,
+                instances=self.onnx_instances,
+                cpu_runtime=self.onnx_cpu_runtime,
+            ),
             gallery=gallery,
         )
 
