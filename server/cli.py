@@ -360,7 +360,9 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
     )
     analyze.add_argument("--engine", choices=("local", "ray"), default="local")
     analyze.add_argument(
-        "--ray-address", metavar="ADDRESS", help="join this Ray cluster (default: start a local Ray instance)"
+        "--ray-address",
+        metavar="ADDRESS",
+        help="join this Ray cluster (default: start a local Ray instance)",
     )
     analyze.set_defaults(func=cmd_analyze, parser=analyze)
 

@@ -299,6 +299,7 @@ class Tally:
     started: float = field(default_factory=time.perf_counter)
     bar: Any = None
     show: bool | None = None  # the bar; default: when stderr is a terminal
+    nodes: int | None = None  # Ray nodes that did part of the work
 
     def open_bar(self) -> None:
         from tqdm import tqdm
@@ -332,7 +333,9 @@ class Tally:
         rate = self.files / elapsed if elapsed > 0 else 0.0
         return (
             f"analyze: {self.files} files analysed, {self.skipped} already done; "
-            f"lines by status {statuses}; {elapsed:.1f} s, {rate:.1f} images/s{note}"
+            f"lines by status {statuses}; {elapsed:.1f} s, {rate:.1f} images/s"
+            + (f"; work on {self.nodes} Ray nodes" if self.nodes else "")
+            + note
         )
 
     def close(self) -> None:
