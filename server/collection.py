@@ -297,6 +297,7 @@ class Tally:
     skipped: int = 0  # files whose every line was there already
     failed: int = 0  # files with at least one line other than 200
     started: float = field(default_factory=time.perf_counter)
+    working_since: float | None = None  # models loaded, first file taken
     bar: Any = None
     show: bool | None = None  # the bar; default: when stderr is a terminal
     nodes: int | None = None  # Ray nodes that did part of the work
@@ -305,6 +306,7 @@ class Tally:
         from tqdm import tqdm
 
         show = sys.stderr.isatty() if self.show is None else self.show
+        self.working_since = time.perf_counter()
         self.bar = tqdm(
             total=self.total,
             unit="file",
@@ -328,9 +330,12 @@ class Tally:
             self.bar.set_postfix(failed=self.failed, refresh=False)
 
     def summary(self, note: str = "") -> str:
-        elapsed = time.perf_counter() - self.started
+        now = time.perf_counter()
+        elapsed = now - self.started
         statuses = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items())) or "none"
-        rate = self.files / elapsed if elapsed > 0 else 0.0
+        # The rate counts from the first file on, after the models have loaded.
+        working = now - (self.working_since or self.started)
+        rate = self.files / working if working > 0 else 0.0
         return (
             f"analyze: {self.files} files analysed, {self.skipped} already done; "
             f"lines by status {statuses}; {elapsed:.1f} s, {rate:.1f} images/s"
