@@ -10,8 +10,10 @@ Usage (from the repository root, after `make setup`):
 
 For each type it measures, on the same images and interleaved (server, naive, server, ...):
 (a) the raw pipeline (decode, preprocess, predict, postprocess in one thread) at batch sizes
-1, 2, 4 and 8, keeping the best; (b) the server at each concurrency; (c) the naive server at
-each concurrency. It prints a table, and writes bench-results/bench.json and bench.png.
+1, 2, 4 and 8, keeping the best; (a') `imagerecognize analyze` on a folder of the same kind of
+images (its summary's images/s, counted after the models have loaded); (b) the server at
+each concurrency; (c) the naive server at each concurrency. It prints a table, and writes
+bench-results/bench.json and bench.png.
 Every request carries a different image, so no answer comes from stored results. On a GPU
 machine the same command measures CUDA (both servers choose CUDA when present).
 """
@@ -167,6 +169,23 @@ def raw_pipeline(type_: str, images: list[bytes]) -> dict:
         "best_images_per_s": results[best]["images_per_s"],
         "batch1_ms": results[1]["ms_per_image"],
     }
+
+
+def analyze_command(type_: str, images: list[bytes], env: dict[str, str]) -> dict:
+    """`imagerecognize analyze` over a folder of ``images``: images/s from its summary line."""
+    import re
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-analyze-"))
+    for index, data in enumerate(images):
+        (folder / f"{index:05d}.jpg").write_bytes(data)
+    params = [f"--{name.replace('_', '-')}={v}" for name, v in PARAMS.get(type_, {}).items()]
+    command = [sys.executable, "-m", "server", "analyze", str(folder), "--type", type_]
+    run = subprocess.run(
+        [*command, *params, "--out", str(folder.with_suffix(".jsonl"))],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rate = re.search(r"([\d.]+) images/s", run.stderr)
+    return {"images": len(images), "images_per_s": float(rate.group(1)) if rate else 0.0}
 
 
 class Server:
@@ -330,6 +349,7 @@ def main() -> None:
         python = sys.executable
         key = create_key(env, "bench")
         entry: dict = {"raw": raw_pipeline(type_, distinct_jpegs(16)), "server": [], "naive": []}
+        entry["analyze"] = analyze_command(type_, distinct_jpegs(args.requests or 64), env)
         ours = Server(
             [python, "-m", "server", "serve", "--port", str(port := free_port())], env, port
         )
@@ -372,6 +392,7 @@ def print_type(type_: str, entry: dict) -> None:
     print(
         f"\n{type_}: raw pipeline best {raw['best_images_per_s']} img/s at batch "
         f"{raw['best_batch']}, batch-1 {raw['batch1_ms']} ms"
+        + (f"; analyze {entry['analyze']['images_per_s']} img/s" if "analyze" in entry else "")
     )
     print(
         f"{'concurrency':>11} {'server img/s':>12} {'naive img/s':>11} {'server p50':>10} "

@@ -1,4 +1,4 @@
-"""The `imagerecognize` command: serve, keys, models."""
+"""The `imagerecognize` command: serve, keys, models, gallery, analyze."""
 
 from __future__ import annotations
 
@@ -382,6 +382,54 @@ def cmd_gallery_reindex(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
+    from server.analyze import job_from, run_analyze
+
+    return run_analyze(
+        job_from(args.sources, args.types, args.params, args.out),
+        settings,
+        engine=args.engine,
+        ray_address=args.ray_address,
+    )
+
+
+def _add_analyze(commands: argparse._SubParsersAction) -> None:
+    from models.registry import API_TYPES
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="analyse files and folders offline into a JSON Lines file (resumable)",
+        description="Analyses every file under SOURCE (folders recursively) with each TYPE "
+        "and appends one JSON line per (file, type) to RESULTS.jsonl; running it again adds "
+        "only the lines still missing.",
+    )
+    analyze.add_argument("sources", nargs="+", metavar="SOURCE")
+    analyze.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        required=True,
+        choices=API_TYPES,
+        metavar="TYPE",
+        help=f"one of {', '.join(API_TYPES)}; repeat for several",
+    )
+    analyze.add_argument("--out", required=True, metavar="RESULTS.jsonl")
+    analyze.add_argument("--max-labels", type=int, metavar="N", help="objects (required)")
+    analyze.add_argument(
+        "--min-confidence", type=int, metavar="N", help="objects, 0-100 (required)"
+    )
+    analyze.add_argument(
+        "--nsfw-min-confidence", type=int, metavar="N", help="nsfw, 0-100 (required)"
+    )
+    analyze.add_argument("--engine", choices=("local", "ray"), default="local")
+    analyze.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="join this Ray cluster (default: start a local Ray instance)",
+    )
+    analyze.set_defaults(func=cmd_analyze, parser=analyze)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagerecognize", description="Self-hosted imagerecognize.com v2 API server."
@@ -468,11 +516,25 @@ def build_parser() -> argparse.ArgumentParser:
     gallery.add_parser("reindex", help="recompute descriptors after a model switch").set_defaults(
         func=cmd_gallery_reindex
     )
+    _add_analyze(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func is cmd_analyze:
+        # The API's parameter rules; a missing or bad one stops here, before any work.
+        from server.collection import UsageError, type_parameters
+
+        values = {
+            "max_labels": args.max_labels,
+            "min_confidence": args.min_confidence,
+            "nsfw_min_confidence": args.nsfw_min_confidence,
+        }
+        try:
+            args.params = type_parameters(args.types, values)
+        except UsageError as exc:
+            args.parser.error(str(exc))
     return int(args.func(args, get_settings()))
 
 
