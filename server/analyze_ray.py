@@ -85,7 +85,7 @@ def decode_row(
     that the answer is the API's for the same bytes."""
     import dataclasses
 
-    from models.images import ImageError, ImageErrorKind, decode_image, inspect_header
+    from models.images import ImageError, ImageErrorKind, decode_image, inspect_image
     from models.registry import default_model
 
     row["rgb"], row["rgb_size"], row["info"] = b"", "null", "null"
@@ -98,7 +98,7 @@ def decode_row(
     try:
         if len(data) > config.max_upload_bytes:
             raise ImageError(ImageErrorKind.TOO_LARGE)
-        info = inspect_header(data, config.max_image_pixels)
+        info = inspect_image(data, config.max_image_pixels)
         image = decode_image(data, info, cls.input_max_side if cls else None)
     except Exception as exc:
         status, message = error_status(exc)
