@@ -13,6 +13,7 @@ from server.admission import admit
 from server.checks import CACHE_TYPE
 from server.errors import ApiError, ErrorKind
 from server.http import error_response, respond
+from server.observability import note_type
 from server.state import State
 from server.upload import UploadTooLargeError, read_upload
 
@@ -50,6 +51,7 @@ async def api_v2(request: Request, state: State) -> JSONResponse:
             upload, cut_off = await read_upload(request, state.settings.max_upload_bytes), False
         except UploadTooLargeError as exc:
             upload, cut_off = exc.upload, True
+        note_type(upload.fields.get("type"))
         admitted = await admit(
             state.keys,
             state.results,

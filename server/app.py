@@ -15,15 +15,19 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.device import choose_device
-from server import __version__
+from server import __version__, metrics
 from server.api import router
 from server.cors import install_browser_middleware
 from server.db import init_db, make_engine
+from server.drain import Drain
 from server.gallery import Gallery
 from server.gallery_api import router as gallery_router
+from server.health import Readiness
 from server.http import RequestIdMiddleware, envelope
 from server.keys import KeyStore
 from server.memory import IdleTrimmer
+from server.observability import ObservabilityMiddleware
+from server.ops_api import router as ops_router
 from server.pipeline import AnalysisPipeline
 from server.results import ResultStore
 from server.service import AnalysisService
@@ -70,6 +74,7 @@ async def _purge_periodically(results: ResultStore) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    drain = Drain(settings.shutdown_grace_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,18 +100,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Threads for the handlers' short blocking calls (database): AnyIO's default of 40
         # only adds memory, one malloc arena per thread.
         anyio.to_thread.current_default_thread_limiter().total_tokens = BLOCKING_THREADS
+        readiness = Readiness(pipeline, engine, drain)
+        app.state.readiness = readiness
         log.info("imagerecognize %s on %s", __version__, device)
         if settings.preload:
             await pipeline.preload()
+            await readiness.warm_up()
+        drain.install(asyncio.get_running_loop())
         purge = asyncio.create_task(_purge_periodically(results))
         trim = asyncio.create_task(trimmer.run())
         try:
             yield
         finally:
+            drain.uninstall()
             purge.cancel()
             trim.cancel()
             await pipeline.close()
             engine.dispose()
+            metrics.process_exiting()
 
     logging.getLogger("uvicorn.access").addFilter(RedactApiKeys())
     app = FastAPI(
@@ -117,11 +128,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # /docs and /redoc, offline: server/web.py
         redoc_url=None,
     )
-    app.add_middleware(RequestIdMiddleware)
     app.include_router(router)
     app.include_router(gallery_router)
+    app.include_router(ops_router)
     install_browser_middleware(app, settings)
     install_web(app)
+    # Outermost (added last): every answer, a refused one too, has its id, its log line and
+    # its place in the metrics.
+    app.add_middleware(ObservabilityMiddleware, drain=drain)
+    app.add_middleware(RequestIdMiddleware)
 
     @app.get("/health")
     async def health(state: State) -> dict[str, object]:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from models.base import Recognizer
+from server import metrics
 from server.errors import ModelUnavailableError
+from server.observability import note_batch
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,8 @@ log = logging.getLogger(__name__)
 class _Job:
     item: Any
     future: asyncio.Future[Any] = field(repr=False)
+    enqueued: float = field(default_factory=time.perf_counter)
+    batch_size: int = 0  # of the model call that ran it
 
 
 def run_batch(model: Recognizer, items: list[Any]) -> list[Any]:
@@ -87,6 +92,11 @@ class Batcher:
         # Requests being decoded for this model: worth waiting for; with none, a lone request
         # runs at once instead of paying max_wait_ms.
         self._incoming = 0
+        self.batches_done = 0  # model calls in which at least one input succeeded (warm)
+        self._depth = metrics.QUEUE_DEPTH.labels(model.name)
+        self._waited = metrics.QUEUE_WAIT.labels(model.name)
+        self._inference = metrics.INFERENCE.labels(model.name)
+        self._batch_size = metrics.BATCH_SIZE.labels(model.name)
 
     def start(self) -> None:
         if not self._tasks:
@@ -139,12 +149,16 @@ class Batcher:
         """The model's output for one input; 503 when the queue is full or the deadline passes."""
         self.start()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        job = _Job(item, future)
         try:
-            self._queue.put_nowait(_Job(item, future))
+            self._queue.put_nowait(job)
         except asyncio.QueueFull:
             raise self.overloaded() from None
+        self._depth.set(self._queue.qsize())
         try:
-            return await asyncio.wait_for(future, timeout=self.timeout_s)
+            output = await asyncio.wait_for(future, timeout=self.timeout_s)
+            note_batch(job.batch_size)
+            return output
         except TimeoutError:
             raise ModelUnavailableError(
                 "request timed out in the model queue", retry_after=1
@@ -175,8 +189,14 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             jobs = await self._collect()
+            self._depth.set(self._queue.qsize())
             if not jobs:
                 continue
+            started = time.perf_counter()
+            for job in jobs:
+                job.batch_size = len(jobs)
+                self._waited.observe(started - job.enqueued)
+            self._batch_size.observe(len(jobs))
             try:
                 outputs = await loop.run_in_executor(
                     self._executor, run_batch, self.model, [job.item for job in jobs]
@@ -184,6 +204,9 @@ class Batcher:
             except Exception as exc:
                 log.exception("batch of %s failed", self.model.name)
                 outputs = [exc] * len(jobs)
+            self._inference.observe(time.perf_counter() - started)
+            if any(not isinstance(output, BaseException) for output in outputs):
+                self.batches_done += 1
             for job, output in zip(jobs, outputs, strict=True):
                 if job.future.done():
                     continue

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from server.settings import Settings, get_settings
 DEMO_KEY_NAME = "demo"
 DEMO_KEY_FILE = "demo-key.txt"
 DEMO_KEY_QUOTA = 100_000
+CLOSE_TIMEOUT_S = 2.0
 
 
 def _keys(settings: Settings):
@@ -40,28 +40,42 @@ def _quota_arg(value: str) -> int | None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import logging.config
+
     import uvicorn
 
+    from server import metrics
     from server.db import init_db, make_engine
+    from server.logs import logging_config
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_config = logging_config(settings.log_format)
+    logging.config.dictConfig(log_config)
+    # Before any worker starts: their metrics are summed through this folder.
+    made_dir = metrics.prepare_multiprocess(args.workers)
     # Migrate once, before the workers start (each would find the schema current).
     engine = make_engine(settings.resolved_database_url)
     init_db(engine)
     engine.dispose()
-    uvicorn.run(
-        "server.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="info",
-        proxy_headers=True,
-        # Bounds on header size and header time, and answers for half-closed sockets.
-        http="server.http_protocol:GuardedHttpToolsProtocol",
-    )
+    try:
+        uvicorn.run(
+            "server.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="info",
+            log_config=log_config,
+            access_log=False,  # the app logs each request (server/observability.py)
+            # The app drains first on SIGTERM (server/drain.py); then only the last answers
+            # being written are waited for.
+            timeout_graceful_shutdown=CLOSE_TIMEOUT_S,
+            proxy_headers=True,
+            # Bounds on header size and header time, and answers for half-closed sockets.
+            http="server.http_protocol:GuardedHttpToolsProtocol",
+        )
+    finally:
+        if made_dir is not None:
+            metrics.remove_multiprocess_dir(made_dir)
     return 0
 
 

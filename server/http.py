@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import ApiError, ErrorKind, api_error
+from server.observability import note_answer
 from server.state import get_state
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,9 @@ async def respond(request: Request, work: Callable[[], Awaitable[Any]]) -> JSONR
     carries exception text; the log has it under the request id."""
     with get_state(request).trimmer.request():
         try:
-            return envelope(200, "OK", await work())
+            data = await work()
+            note_answer(data)  # type, model, stored or computed: for the access log
+            return envelope(200, "OK", data)
         except ClientDisconnect:
             log.info("request %s: client left during its upload", request_id(request))
             return error_response(ApiError(ErrorKind.CLIENT_CLOSED))

@@ -23,6 +23,7 @@ from models.base import Recognizer
 from models.device import set_thread_torch_threads
 from models.options import FaceGallery
 from models.registry import API_TYPES, default_model
+from server import metrics
 from server.batching import Batcher
 from server.errors import ModelUnavailableError
 from server.settings import Settings
@@ -95,6 +96,7 @@ class ModelManager:
                 model.load()
             except Exception as exc:
                 log.exception("loading %s/%s failed", slot.type, cls.name)
+                metrics.MODEL_LOADED.labels(cls.name, str(self.device)).set(0)
                 slot.error = f"{type(exc).__name__}"
                 slot.failed_at = time.monotonic()
                 raise ModelUnavailableError(f"model for {slot.type} failed to load") from None
@@ -107,6 +109,7 @@ class ModelManager:
             )
             slot.error = None
             slot.model = model
+            metrics.MODEL_LOADED.labels(cls.name, str(self.device)).set(1)
             # The models' hundreds of thousands of objects live as long as the process: out of
             # the collector's sight, a full collection takes ~0 ms instead of 175 ms (measured
             # with every model loaded), during which the event loop would stand still.
@@ -165,12 +168,27 @@ class ModelManager:
             for type_, slot in self._slots.items()
         }
 
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        """Per type this server serves (or is configured to serve and cannot): the model,
+        whether it is loaded, whether its batcher has run a batch (warmed), the load error."""
+        return {
+            type_: {
+                "model": slot.model_class.name if slot.model_class else None,
+                "loaded": slot.model is not None,
+                "warmed": slot.batcher is not None and slot.batcher.batches_done > 0,
+                "error": slot.error,
+            }
+            for type_, slot in self._slots.items()
+            if slot.model_class is not None or slot.error is not None
+        }
+
     async def close(self) -> None:
         for slot in self._slots.values():
             if slot.batcher is not None:
                 await slot.batcher.stop()
                 slot.batcher = None
             if slot.model is not None:
+                metrics.MODEL_LOADED.labels(slot.model.name, str(self.device)).set(0)
                 slot.model.unload()
                 slot.model = None
         self.torch_thread.shutdown(wait=False, cancel_futures=True)

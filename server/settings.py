@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     )
     preload: bool = Field(
         False,
-        description="Load every available model at start instead of on first use.",
+        description="Load every available model at start, and warm it with one small "
+        "image, instead of on first use. GET /readyz answers 200 only with every model "
+        "loaded: set this wherever readiness is probed (the Docker images do).",
     )
     max_batch_size: int | None = Field(
         None,
@@ -156,6 +158,21 @@ class Settings(BaseSettings):
         960,
         description="Longest side of the image the text detector sees (PP-OCRv4's DB, "
         "EasyOCR's CRAFT canvas).",
+    )
+    shutdown_grace_s: float = Field(
+        30.0,
+        description="On SIGTERM: readiness answers 503 at once, new requests 503, and "
+        "requests in flight get up to this many seconds to finish before the process exits.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text or as one JSON object per line (`serve`); either way "
+        "one line per request, never a key or image bytes.",
+    )
+    metrics_token: str | None = Field(
+        None,
+        description="When set, GET /metrics answers 401 unless sent "
+        "`Authorization: Bearer <token>`. Default: /metrics is open.",
     )
     faces_model: str | None = Field(
         None, description="Model answering detect_faces (see `imagerecognize models list`)."
