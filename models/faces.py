@@ -13,6 +13,7 @@ from PIL import Image
 
 from models.base import Analysis, Recognizer, WeightSource
 from models.common import box_dict, confidence, package_dir, package_version
+from models.device import stack_to_device
 from models.images import DecodedImage
 from models.options import ModelOptions
 
@@ -96,7 +97,7 @@ class MtcnnFaceDetector(Recognizer):
             # MTCNN's pyramid starts at the smallest face: a smaller image holds none (and
             # detect_face fails on an empty pyramid).
             return [[] for _ in batch]
-        pixels = torch.from_numpy(np.stack([item.pixels for item in batch])).to(self.device)
+        pixels = stack_to_device([item.pixels for item in batch], self.device)
         with torch.inference_mode():
             batch_boxes, batch_points = detect_face(
                 pixels,

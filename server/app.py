@@ -25,6 +25,7 @@ from server.http import RequestIdMiddleware, envelope
 from server.keys import KeyStore
 from server.memory import IdleTrimmer
 from server.pipeline import AnalysisPipeline
+from server.placement import gpu_requirement_problem, log_placements
 from server.results import ResultStore
 from server.service import AnalysisService
 from server.settings import Settings, get_settings
@@ -70,6 +71,11 @@ async def _purge_periodically(results: ResultStore) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Before anything starts: the one-line reason and exit status 1, no traceback, also under
+    # a bare `uvicorn --factory`; `serve` checks first, so that it never starts uvicorn.
+    problem = gpu_requirement_problem(settings)
+    if problem is not None:
+        raise SystemExit(f"error: {problem}")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # only adds memory, one malloc arena per thread.
         anyio.to_thread.current_default_thread_limiter().total_tokens = BLOCKING_THREADS
         log.info("imagerecognize %s on %s", __version__, device)
+        log_placements(settings, device)
         if settings.preload:
             await pipeline.preload()
         purge = asyncio.create_task(_purge_periodically(results))
