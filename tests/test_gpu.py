@@ -183,8 +183,8 @@ def test_half_precision_autocasts_the_batch_on_cuda(
     tmp_path: Path, precision: str, dtype: str
 ) -> None:
     items = [np.zeros((3, 8, 8), dtype=np.float32)] * 2
-    half = ConvProbe(CUDA0, make_settings(tmp_path, half_precision={"detect_faces": precision})
-                     .model_options())
+    halved = make_settings(tmp_path, half_precision={"detect_faces": precision})
+    half = ConvProbe(CUDA0, halved.model_options())
     full = ConvProbe(CUDA0, make_settings(tmp_path).model_options())
     for model in (half, full):
         model.load()
