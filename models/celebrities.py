@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models.base import Analysis, Recognizer, WeightSource
+from models.base import Analysis, Part, Recognizer, WeightSource, device_name
 from models.common import package_dir
+from models.device import tensor_to_device
 from models.faces import FaceDetection, FacesInput, MtcnnFaceDetector, face_object
 from models.fetch import manifest_entry
 from models.images import DecodedImage
@@ -168,6 +169,17 @@ class DlibFaceRecognizer(FaceRecognizer):
             )
         )
 
+    @classmethod
+    def placement(cls, device: torch.device, options: ModelOptions) -> tuple[Part, ...]:
+        from models.dlib_resnet import descriptor_runtime
+
+        runtime = descriptor_runtime(device, options.celebrities_descriptor_runtime)
+        where = "cpu" if runtime == "dlib" else device_name(device)
+        return (
+            Part("mtcnn", "torch", device_name(device)),
+            Part(cls.name, runtime, where),
+        )
+
     def load_descriptor(self) -> None:
         # dlib's own network or its torch port (always on CUDA): see models/dlib_resnet.py.
         from models.dlib_resnet import SOURCE_FILE, load_descriptor
@@ -204,6 +216,13 @@ class FacenetFaceRecognizer(FaceRecognizer):
     default_threshold: ClassVar[float] = 1.0
 
     @classmethod
+    def placement(cls, device: torch.device, options: ModelOptions) -> tuple[Part, ...]:
+        return (
+            Part("mtcnn", "torch", device_name(device)),
+            Part(cls.name, "torch", device_name(device)),
+        )
+
+    @classmethod
     def weights_file(cls, model_dir: Path) -> Path:
         return model_dir / manifest_entry(FACENET_MANIFEST_NAME).filename
 
@@ -230,4 +249,4 @@ class FacenetFaceRecognizer(FaceRecognizer):
         )
         batch = (batch - 127.5) / 128.0  # facenet-pytorch's fixed standardisation
         with torch.inference_mode():
-            return self._net(batch.to(self.device)).cpu().numpy().astype(np.float32)
+            return self._net(tensor_to_device(batch, self.device)).cpu().numpy().astype(np.float32)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 
 
@@ -26,3 +29,29 @@ def set_thread_torch_threads(count: int) -> None:
     """
     torch.get_num_threads()
     torch.set_num_threads(count)
+
+
+def stack_to_device(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Equal-shaped arrays as one batch tensor on ``device``.
+
+    On CUDA the batch is stacked straight into page-locked (pinned) host memory and copied
+    with ``non_blocking=True``: the copy is a DMA that overlaps the host's next work, and
+    kernels queued after it on the same stream wait for it. torch's caching host allocator
+    keeps the pinned buffer until the copy has finished, and reuses it for later batches.
+    On the CPU it is ``torch.from_numpy(np.stack(arrays))``: no pinning, no extra copy.
+    """
+    if device.type != "cuda":
+        return torch.from_numpy(np.stack(arrays))
+    first = np.asarray(arrays[0])
+    dtype = torch.from_numpy(np.empty(0, dtype=first.dtype)).dtype
+    host = torch.empty((len(arrays), *first.shape), dtype=dtype, pin_memory=True)
+    np.stack(arrays, out=host.numpy())
+    return host.to(device, non_blocking=True)
+
+
+def tensor_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device``; to CUDA through pinned memory, without blocking the host
+    (see :func:`stack_to_device`). On the CPU, the tensor itself."""
+    if device.type != "cuda" or tensor.device.type == "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

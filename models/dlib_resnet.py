@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from torch import nn
 
+from models.device import stack_to_device
+
 log = logging.getLogger(__name__)
 
 CHIP_SIZE = 150
@@ -483,7 +485,7 @@ class TorchDescriptor:
         if not len(chips):
             return np.zeros((0, DESCRIPTOR_SIZE), dtype=np.float32)
         # N x H x W x 3 seen as N x 3 x H x W is channels-last already: no copy.
-        pixels = torch.from_numpy(np.stack(chips)).to(self.device).permute(0, 3, 1, 2)
+        pixels = stack_to_device(chips, self.device).permute(0, 3, 1, 2)
         with torch.inference_mode():
             return self.net(pixels).float().cpu().numpy()
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from models.base import Analysis, Recognizer, WeightSource
 from models.common import box_dict, confidence, package_dir, package_version
+from models.device import stack_to_device
 from models.images import DecodedImage
 from models.options import ModelOptions
 
@@ -86,7 +87,7 @@ class MtcnnFaceDetector(Recognizer):
         return item.pixels.shape
 
     def predict(self, batch: Sequence[FacesInput]) -> list[list[FaceDetection]]:
-        from facenet_pytorch.models.utils.detect_face import detect_face
+        from models.mtcnn import detect_face
 
         if self._nets is None:
             raise RuntimeError("model not loaded")
@@ -96,7 +97,7 @@ class MtcnnFaceDetector(Recognizer):
             # MTCNN's pyramid starts at the smallest face: a smaller image holds none (and
             # detect_face fails on an empty pyramid).
             return [[] for _ in batch]
-        pixels = torch.from_numpy(np.stack([item.pixels for item in batch])).to(self.device)
+        pixels = stack_to_device([item.pixels for item in batch], self.device)
         with torch.inference_mode():
             batch_boxes, batch_points = detect_face(
                 pixels,
@@ -110,7 +111,6 @@ class MtcnnFaceDetector(Recognizer):
             )
         outputs: list[list[FaceDetection]] = []
         for boxes, points in zip(batch_boxes, batch_points, strict=True):
-            # Under numpy 2 these come back as dtype=object arrays.
             boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
             points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
             outputs.append(

@@ -13,6 +13,7 @@ import torch
 from models.base import WeightSource
 from models.coco import COCO_LABELS
 from models.detections import MIN_SCORE, Detection, DetectorOutput, FinalDetections
+from models.device import tensor_to_device
 from models.fetch import manifest_entry
 from models.imagenet import ImageNetClassifier
 from models.images import DecodedImage
@@ -80,7 +81,7 @@ class FasterRcnnDetector(ClassifiedDetector):
         if self._net is None:
             raise RuntimeError("model not loaded")
         with torch.inference_mode():
-            results = self._net([tensor.to(self.device) for tensor in inputs])
+            results = self._net([tensor_to_device(tensor, self.device) for tensor in inputs])
         outputs: list[DetectorOutput] = []
         for tensor, result in zip(inputs, results, strict=True):
             height, width = tensor.shape[1:]

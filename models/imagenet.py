@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from models.common import cached_conversion, package_dir
+from models.device import tensor_to_device
 
 
 def readable_imagenet_labels(path: Path) -> list[str]:
@@ -76,7 +77,7 @@ class ImageNetClassifier:
             # convolution's last-bit differences could round the other way, so a batch would
             # not give exactly the scores of single calls.
             probabilities = torch.cat(
-                [self.net(image[None].to(self.device)).cpu() for image in inputs]
+                [self.net(tensor_to_device(image[None], self.device)).cpu() for image in inputs]
             )
         top = probabilities.topk(self.TOP_K, dim=1)
         return [

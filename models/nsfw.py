@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.base import Analysis, Recognizer, WeightSource
+from models.base import Analysis, Part, Recognizer, WeightSource
 from models.common import confidence, package_dir, package_version
 from models.images import DecodedImage
-from models.onnx_port import Network, Runtime, choose_runtime, load_network
+from models.onnx_port import Network, Runtime, choose_runtime, load_network, network_part
 from models.options import ModelOptions
 
 RESIZE = 256
@@ -57,6 +57,11 @@ class OpenNsfwClassifier(Recognizer):
     # source pixels per output pixel: the score stays within a quarter point of a full
     # decode's, and decoding is about twice as fast (docs/performance.md).
     input_max_side: ClassVar[int | None] = 512
+
+    @classmethod
+    def placement(cls, device: torch.device, options: ModelOptions) -> tuple[Part, ...]:
+        runtime = choose_runtime(device, options.onnx.cpu_runtime, cls.cpu_runtime)
+        return (network_part(cls.name, runtime, device),)
 
     def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)

@@ -17,7 +17,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from models.base import Part, device_name
 from models.common import sha256_of
+from models.device import tensor_to_device
 from models.onnx import SharedSession
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,14 @@ def choose_runtime(device: torch.device, requested: str | None, cpu_default: Run
         return Runtime.TORCH
     runtime = Runtime(requested or Runtime.AUTO)
     return cpu_default if runtime == Runtime.AUTO else runtime
+
+
+def network_part(network: str, runtime: Runtime, device: torch.device) -> Part:
+    """Where a network runs: ONNX Runtime only ever runs here on the CPU (on CUDA,
+    :func:`choose_runtime` picks the port)."""
+    if runtime == Runtime.ONNXRUNTIME:
+        return Part(network, runtime.value, "cpu")
+    return Part(network, runtime.value, device_name(device))
 
 
 def _lift_constants(model):  # onnx.ModelProto -> onnx.ModelProto
@@ -141,7 +151,7 @@ class TorchNetwork:
         self.module = module.eval().to(device)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        inputs = torch.from_numpy(batch).to(self.device)
+        inputs = tensor_to_device(torch.from_numpy(batch), self.device)
         with torch.inference_mode():
             output = self.module(inputs)
         if isinstance(output, tuple | list):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -47,3 +47,5 @@ class ModelOptions:
     text_max_side: int  # longest side of the image the text detector sees
     onnx: OnnxOptions  # ONNX Runtime models (nsfw, pp_ocrv4)
     gallery: FaceGallery | None = None  # celebrities match against it; None: nobody known
+    # type -> "fp16" or "bf16": that model's batches run under autocast, on CUDA only
+    half_precision: dict[str, str] = field(default_factory=dict)

@@ -12,6 +12,7 @@ import torch
 from models.base import WeightSource
 from models.common import cached_conversion, package_dir
 from models.detections import DetectorOutput, RawDetections
+from models.device import tensor_to_device
 from models.imagenet import ImageNetClassifier
 from models.images import DecodedImage
 from models.objects import ClassifiedDetector
@@ -97,7 +98,7 @@ class SsdMobileNetV2Detector(ClassifiedDetector):
     def detect(self, inputs: list[torch.Tensor]) -> list[DetectorOutput]:
         if self._net is None or self._anchors is None:
             raise RuntimeError("model not loaded")
-        batch = torch.stack(inputs).to(self.device)
+        batch = tensor_to_device(torch.stack(inputs), self.device)
         if self.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.base import Analysis, Recognizer, WeightSource
+from models.base import Analysis, Part, Recognizer, WeightSource
 from models.common import box_dict, confidence, package_dir
 from models.images import DecodedImage
 from models.ocr_stages import (
@@ -29,7 +29,14 @@ from models.ocr_stages import (
     normalise_bgr,
     rec_width,
 )
-from models.onnx_port import Network, Runtime, choose_runtime, load_network, onnx_metadata
+from models.onnx_port import (
+    Network,
+    Runtime,
+    choose_runtime,
+    load_network,
+    network_part,
+    onnx_metadata,
+)
 from models.options import ModelOptions
 
 DET_FILE = "ch_PP-OCRv4_det_infer.onnx"
@@ -124,6 +131,13 @@ class PpOcrV4TextReader(TextReader):
         "rapidocr_onnxruntime/models/{ch_PP-OCRv4_det_infer,ch_PP-OCRv4_rec_infer,"
         "ch_ppocr_mobile_v2.0_cls_infer}.onnx (package rapidocr-onnxruntime)"
     )
+
+    @classmethod
+    def placement(cls, device: torch.device, options: ModelOptions) -> tuple[Part, ...]:
+        runtime = choose_runtime(device, options.onnx.cpu_runtime, cls.cpu_runtime)
+        return tuple(
+            network_part(name, runtime, device) for name in ("detector", "classifier", "recogniser")
+        )
 
     def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)

@@ -1,5 +1,6 @@
-"""Benchmark of every type: the raw in-process pipeline, this server over HTTP, and a naive
-server (scripts/naive_server.py: decode and run the model per request, no batching).
+"""Benchmark of every type: the raw in-process pipeline, this server over HTTP, a naive
+server (scripts/naive_server.py: decode and run the model per request, no batching), and the
+same model in LitServe with its own dynamic batching (scripts/litserve_server.py).
 
 Usage (from the repository root, after `make setup`):
 
@@ -7,13 +8,17 @@ Usage (from the repository root, after `make setup`):
     .venv/bin/python scripts/bench.py --types objects nsfw --concurrency 1 16 --requests 64
     .venv/bin/python scripts/bench.py --soak nsfw           # 2,000 requests, queue bound 32
     .venv/bin/python scripts/bench.py --sizes               # 12 MP vs 1 MP JPEG per request
+    .venv/bin/python scripts/bench.py --types detect_faces nsfw --concurrency 1 16 \
+        --servers server litserve --rounds 3 --no-raw       # short, interleaved comparison
 
 For each type it measures, on the same images and interleaved (server, naive, server, ...):
 (a) the raw pipeline (decode, preprocess, predict, postprocess in one thread) at batch sizes
 1, 2, 4 and 8, keeping the best; (a') `imagerecognize analyze` on a folder of the same kind of
 images (its summary's images/s, counted after the models have loaded); (b) the server at
-each concurrency; (c) the naive server at each concurrency. It prints a table, and writes
-bench-results/bench.json and bench.png.
+each concurrency; (c) the naive server and (d) LitServe (max batch 4, 10 ms timeout) at each
+concurrency. With --rounds N every level is measured N times, the servers taking turns, and
+the table gives each column's range. It prints a table, and writes bench-results/bench.json
+and bench.png.
 Every request carries a different image, so no answer comes from stored results. On a GPU
 machine the same command measures CUDA (both servers choose CUDA when present).
 """
@@ -332,6 +337,21 @@ def main() -> None:
         choices=TYPES,
         help="instead: 2,000 requests at concurrency 64, queue bound 32",
     )
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        default=list(SERVERS),
+        choices=SERVERS,
+        help="which servers to measure, taking turns (default: all)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measurements of each level per server"
+    )
+    parser.add_argument(
+        "--no-raw",
+        action="store_true",
+        help="skip the raw in-process pipeline and `imagerecognize analyze` (shorter runs)",
+    )
     args = parser.parse_args()
     if args.soak:
         soak(args.soak, total=2000, concurrency=64, queue=32)
@@ -346,40 +366,28 @@ def main() -> None:
     for type_ in args.types:
         data_dir = Path(tempfile.mkdtemp(prefix="bench-"))
         env = dict(os.environ, IMAGERECOGNIZE_DATA_DIR=str(data_dir), NAIVE_TYPE=type_)
-        python = sys.executable
         key = create_key(env, "bench")
-        entry: dict = {"raw": raw_pipeline(type_, distinct_jpegs(16)), "server": [], "naive": []}
-        entry["analyze"] = analyze_command(type_, distinct_jpegs(args.requests or 64), env)
-        ours = Server(
-            [python, "-m", "server", "serve", "--port", str(port := free_port())], env, port
-        )
-        naive = Server(
-            [
-                python,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "scripts.naive_server:create_app",
-                "--port",
-                str(naive_port := free_port()),
-                "--log-level",
-                "warning",
-            ],
-            env,
-            naive_port,
-        )
+        entry: dict = {name: [] for name in args.servers}
+        if not args.no_raw:
+            entry["raw"] = raw_pipeline(type_, distinct_jpegs(16))
+            entry["analyze"] = analyze_command(type_, distinct_jpegs(args.requests or 64), env)
+        servers = {name: start_server(name, env) for name in args.servers}
         try:
             offset = 0
             for concurrency in args.concurrency:
                 count = args.requests or max(16, 2 * concurrency)
-                for name, server in (("server", ours), ("naive", naive)):
-                    images = distinct_jpegs(offset + count)[offset:]
-                    offset += count
-                    load(server.url, key, type_, images[: min(4, count)], 1)  # warm-up
-                    entry[name].append(load(server.url, key, type_, images, concurrency))
+                rounds: dict[str, list[dict]] = {name: [] for name in servers}
+                for _round in range(args.rounds):
+                    for name, server in servers.items():
+                        images = distinct_jpegs(offset + count)[offset:]
+                        offset += count
+                        load(server.url, key, type_, images[: min(4, count)], 1)  # warm-up
+                        rounds[name].append(load(server.url, key, type_, images, concurrency))
+                for name, measured in rounds.items():
+                    entry[name].append(summarise(measured))
         finally:
-            ours.stop()
-            naive.stop()
+            for server in servers.values():
+                server.stop()
         report["types"][type_] = entry
         print_type(type_, entry)
     (out / "bench.json").write_text(json.dumps(report, indent=2))
@@ -387,21 +395,69 @@ def main() -> None:
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
 
 
+SERVERS = ("server", "naive", "litserve")
+
+
+def start_server(name: str, env: dict[str, str]) -> Server:
+    """This server, the naive one or the LitServe one, on a free port."""
+    python = sys.executable
+    port = free_port()
+    command = {
+        "server": [python, "-m", "server", "serve", "--port", str(port)],
+        "naive": [
+            python, "-m", "uvicorn", "--factory", "scripts.naive_server:create_app",
+            "--port", str(port), "--log-level", "warning",
+        ],
+        "litserve": [
+            python, "scripts/litserve_server.py", "--type", env["NAIVE_TYPE"], "--port", str(port)
+        ],
+    }[name]  # fmt: skip
+    return Server(command, env, port)
+
+
+def summarise(rounds: list[dict]) -> dict:
+    """One level's rounds: the median round's numbers, and each number's range."""
+    ordered = sorted(rounds, key=lambda r: r["throughput"])
+    summary = dict(ordered[len(ordered) // 2])
+    summary["rounds"] = rounds
+    for field in ("throughput", "p50", "p95", "p99"):
+        values = [r[field] for r in rounds]
+        summary[f"{field}_range"] = [min(values), max(values)]
+    return summary
+
+
+def spread(result: dict, field: str) -> str:
+    low, high = result[f"{field}_range"]
+    return f"{low:g}" if low == high else f"{low:g}-{high:g}"
+
+
 def print_type(type_: str, entry: dict) -> None:
-    raw = entry["raw"]
+    """Per concurrency, each server's images/s and p50 (ranges over rounds), and p95/p99."""
+    heading = f"\n{type_}"
+    if "raw" in entry:
+        raw = entry["raw"]
+        heading += (
+            f": raw pipeline best {raw['best_images_per_s']} img/s at batch "
+            f"{raw['best_batch']}, batch-1 {raw['batch1_ms']} ms"
+        )
+    if "analyze" in entry:
+        heading += f"; analyze {entry['analyze']['images_per_s']} img/s"
+    print(heading)
+    names = [name for name in SERVERS if name in entry]
     print(
-        f"\n{type_}: raw pipeline best {raw['best_images_per_s']} img/s at batch "
-        f"{raw['best_batch']}, batch-1 {raw['batch1_ms']} ms"
-        + (f"; analyze {entry['analyze']['images_per_s']} img/s" if "analyze" in entry else "")
+        f"{'concurrency':>11} "
+        + " ".join(f"{name + ' img/s':>15} {name + ' p50':>13}" for name in names)
+        + f" {names[0] + ' p95/p99':>16}"
     )
-    print(
-        f"{'concurrency':>11} {'server img/s':>12} {'naive img/s':>11} {'server p50':>10} "
-        f"{'p95':>7} {'p99':>7} {'naive p50':>9}"
-    )
-    for ours, naive in zip(entry["server"], entry["naive"], strict=True):
+    for index, first in enumerate(entry[names[0]]):
+        cells = []
+        for name in names:
+            result = entry[name][index]
+            cells.append(f"{spread(result, 'throughput'):>15} {spread(result, 'p50'):>13}")
         print(
-            f"{ours['concurrency']:>11} {ours['throughput']:>12} {naive['throughput']:>11} "
-            f"{ours['p50']:>10} {ours['p95']:>7} {ours['p99']:>7} {naive['p50']:>9}"
+            f"{first['concurrency']:>11} "
+            + " ".join(cells)
+            + f" {first['p95']:>8}/{first['p99']:<7}"
         )
 
 
@@ -415,12 +471,14 @@ def chart(report: dict, path: Path) -> None:
     figure, axes = plt.subplots(1, len(types), figsize=(4 * len(types), 3.5), squeeze=False)
     for axis, type_ in zip(axes[0], types, strict=True):
         entry = report["types"][type_]
-        levels = [r["concurrency"] for r in entry["server"]]
-        axis.plot(levels, [r["throughput"] for r in entry["server"]], "o-", label="server")
-        axis.plot(levels, [r["throughput"] for r in entry["naive"]], "s--", label="naive")
-        axis.axhline(
-            entry["raw"]["best_images_per_s"], color="gray", linestyle=":", label="raw pipeline"
-        )
+        for name, style in zip(SERVERS, ("o-", "s--", "^-."), strict=True):
+            if name in entry:
+                levels = [r["concurrency"] for r in entry[name]]
+                axis.plot(levels, [r["throughput"] for r in entry[name]], style, label=name)
+        if "raw" in entry:
+            axis.axhline(
+                entry["raw"]["best_images_per_s"], color="gray", linestyle=":", label="raw"
+            )
         axis.set_xscale("log", base=2)
         axis.set_title(type_)
         axis.set_xlabel("concurrency")

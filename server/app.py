@@ -29,6 +29,7 @@ from server.memory import IdleTrimmer
 from server.observability import ObservabilityMiddleware
 from server.ops_api import router as ops_router
 from server.pipeline import AnalysisPipeline
+from server.placement import gpu_requirement_problem, log_placements
 from server.results import ResultStore
 from server.service import AnalysisService
 from server.settings import Settings, get_settings
@@ -74,6 +75,11 @@ async def _purge_periodically(results: ResultStore) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Before anything starts: the one-line reason and exit status 1, no traceback, also under
+    # a bare `uvicorn --factory`; `serve` checks first, so that it never starts uvicorn.
+    problem = gpu_requirement_problem(settings)
+    if problem is not None:
+        raise SystemExit(f"error: {problem}")
     drain = Drain(settings.shutdown_grace_s)
 
     @contextlib.asynccontextmanager
@@ -103,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readiness = Readiness(pipeline, engine, drain)
         app.state.readiness = readiness
         log.info("imagerecognize %s on %s", __version__, device)
+        log_placements(settings, device)
         if settings.preload:
             await pipeline.preload()
             await readiness.warm_up()

@@ -33,11 +33,17 @@ class _Job:
 
 
 def run_batch(model: Recognizer, items: list[Any]) -> list[Any]:
-    """Runs ``model.predict`` over items, grouped by batch key, keeping their order.
+    """Runs ``model.predict`` over items, grouped by batch key, keeping their order, in the
+    model's precision (``Recognizer.autocast``: half precision only where set, on CUDA).
 
     Returns one output or one exception per item: when a grouped call fails, its items are
     retried one by one so that a bad item fails alone.
     """
+    with model.autocast():
+        return _run_groups(model, items)
+
+
+def _run_groups(model: Recognizer, items: list[Any]) -> list[Any]:
     results: list[Any] = [None] * len(items)
     groups: dict[Hashable, list[int]] = {}
     for index, item in enumerate(items):

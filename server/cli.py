@@ -47,7 +47,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from server import metrics
     from server.db import init_db, make_engine
     from server.logs import logging_config
+    from server.placement import gpu_requirement_problem
 
+    problem = gpu_requirement_problem(settings)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     log_config = logging_config(settings.log_format)
     logging.config.dictConfig(log_config)
     # Before any worker starts: their metrics are summed through this folder.
@@ -174,6 +179,7 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
     for type_ in API_TYPES:
         if serving[type_] is None:
             print(f"{type_:<14} (none: answers 503)")
+    _print_placements(settings)
     from models.fetch import load_manifest
 
     print("\nfetchable weights (`imagerecognize models fetch NAME`):")
@@ -181,6 +187,24 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
         present = (settings.resolved_model_dir / entry.filename).is_file()
         print(f"  {entry.name:<28} {'present' if present else 'missing':<8} {entry.description}")
     return 0
+
+
+def _print_placements(settings: Settings) -> None:
+    """Where each served type computes, and whether IMAGERECOGNIZE_REQUIRE_GPU would start."""
+    from models.device import choose_device
+    from server.placement import gpu_requirement_problem, served_models
+
+    try:
+        device = choose_device(settings.device)
+    except RuntimeError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return
+    print(f"\nwhere each served type computes (device {device}):")
+    for served in served_models(settings, device):
+        print(f"  {served.type:<14} {served.model.name:<28} {served.describe()}")
+    if settings.require_gpu:
+        problem = gpu_requirement_problem(settings)
+        print(f"\n{problem}: `serve` would refuse to start" if problem else "\nGPU requirement met")
 
 
 def cmd_models_fetch(args: argparse.Namespace, settings: Settings) -> int:

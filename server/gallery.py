@@ -85,7 +85,8 @@ def enrolment_faces(
             image = decode_image(data, inspect_image(data, max_pixels), model.input_max_side)
         except ImageError as exc:
             raise GalleryError(f"{source}: {exc}") from None
-        (described,) = model.predict([model.preprocess(image)])
+        with model.autocast():  # the precision its served answers have
+            (described,) = model.predict([model.preprocess(image)])
         if not described:
             raise GalleryError(f"{source}: no face found")
         if len(described) > 1:

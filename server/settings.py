@@ -42,6 +42,24 @@ class Settings(BaseSettings):
         description="Torch device for inference ('cpu', 'cuda', 'cuda:1'). Default: CUDA if "
         "present, else CPU.",
     )
+    require_gpu: bool = Field(
+        False,
+        description="Refuse to start (a one-line reason, non-zero exit) unless every served "
+        "model computes on a CUDA device: no CUDA, a DEVICE other than CUDA, or a model "
+        "running on the CPU (ONNX Runtime or dlib, chosen by ONNX_CPU_RUNTIME or "
+        "CELEBRITIES_DESCRIPTOR_RUNTIME) all stop it. `imagerecognize models list` shows "
+        "where each model runs.",
+    )
+    half_precision: dict[
+        Literal["objects", "celebrities", "detect_faces", "detect_text", "nsfw"],
+        Literal["fp16", "bf16"],
+    ] = Field(
+        {},
+        description='Per type, as JSON (`{"nsfw": "fp16"}`): run that model\'s batches under '
+        "torch autocast to fp16 or bf16. Only on CUDA (ignored on the CPU, where results stay "
+        "exactly float32); off for every type until measured within the models' tolerances "
+        "on the device (docs/performance.md).",
+    )
     max_upload_bytes: int = Field(
         50 * 1024 * 1024,
         description="Largest accepted image file in bytes; larger uploads get 413 while "
@@ -223,6 +241,7 @@ class Settings(BaseSettings):
                 cpu_runtime=self.onnx_cpu_runtime,
             ),
             gallery=gallery,
+            half_precision=dict(self.half_precision),
         )
 
     @property
