@@ -146,6 +146,7 @@ def decode_image(data: bytes, info: ImageInfo, max_side: int | None = None) -> D
     return DecodedImage(info=info, rgb=to_rgb(image))
 
 
+_REDUCE_BAND_ROWS = 256
 # Modes Image.reduce works on; others are converted to RGB(A) at full size first.
 _REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA", "RGBa", "La", "I", "F"}
 
@@ -157,7 +158,16 @@ def _reduce(image: Image.Image, max_side: int) -> Image.Image:
     if image.mode not in _REDUCIBLE_MODES:
         has_alpha = image.mode == "PA" or "transparency" in image.info
         image = image.convert("RGBA" if has_alpha else "RGB")
-    return image.reduce(factor)
+    # In bands: Pillow premultiplies an RGBA/LA image into a full-size copy before reducing
+    # it; a band of rows at a time keeps that copy small. Bands are whole multiples of the
+    # factor, so the result is the same as one reduce of the whole image.
+    width, height = image.size
+    reduced = Image.new(image.mode, (-(-width // factor), -(-height // factor)))
+    band = factor * max(1, _REDUCE_BAND_ROWS // factor)
+    for top in range(0, height, band):
+        part = image.crop((0, top, width, min(top + band, height))).reduce(factor)
+        reduced.paste(part, (0, top // factor))
+    return reduced
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -95,3 +95,15 @@ def test_four_rgba_bombs_at_once_stay_within_1_5_gb(settings: Settings, keys: Ke
         if answer.status_code == 503:
             assert answer.headers["Retry-After"] == "1"
     assert (peak_kb - idle_kb) * 1024 < 1.5 * 1024 * MB, (peak_kb - idle_kb) // 1024
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
+def test_reducing_in_bands_equals_one_reduce(mode: str) -> None:
+    import numpy as np
+
+    from models.images import _reduce
+
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    pixels = np.random.default_rng(0).integers(0, 255, (1003, 2011, channels), dtype=np.uint8)
+    image = Image.fromarray(pixels.squeeze(), mode)
+    assert np.array_equal(np.asarray(_reduce(image, 670)), np.asarray(image.reduce(3)))
