@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 # Our own pixel limit (checked from the header) replaces Pillow's global one.
 Image.MAX_IMAGE_PIXELS = None
@@ -49,6 +49,9 @@ class ImageInfo:
     height: int
     sha256: str
     size_bytes: int
+    # Bytes the decoded pixels may hold at most at once while decoding (from the header's
+    # mode and size), for budgeting memory before any pixel is decoded.
+    decode_bytes: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -96,6 +99,7 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
         raise ImageError(ImageErrorKind.INVALID_FILE)
     if width * height > max_pixels:
         raise ImageError(ImageErrorKind.TOO_LARGE)
+    decode_bytes = width * height * _decode_bytes_per_pixel(image.mode)
     if _orientation(image) in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return ImageInfo(
@@ -104,12 +108,24 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
         height=height,
         sha256=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
+        decode_bytes=decode_bytes,
     )
+
+
+def _decode_bytes_per_pixel(mode: str) -> int:
+    """Full-size bytes per pixel while decoding a header's mode: the decoded image, plus the
+    8-bit copy of a 16-bit one (the rest is made after reducing to the model's size)."""
+    if mode.startswith("I") or mode == "F":
+        return 10  # 16/32-bit: the image, a 32-bit array, an 8-bit one and its RGB
+    return 4  # up to RGBA; palettes with transparency are expanded to RGBA
 
 
 def decode_image(data: bytes, info: ImageInfo, max_side: int | None = None) -> DecodedImage:
     """Decodes to RGB as displayed. With ``max_side``, a JPEG is decoded at the smallest DCT
-    scale whose longest side is still at least ``max_side`` (Pillow's draft mode)."""
+    scale whose longest side is still at least ``max_side`` (Pillow's draft mode), and any
+    other image is reduced right after decoding by the largest whole factor that keeps its
+    longest side at least ``max_side`` (box averaging, as the DCT scaling does), before the
+    conversion to RGB: only that much stays in memory while the image waits for its model."""
     image = _open(data, info.format)
     try:
         if info.format == "jpeg" and max_side is not None:
@@ -123,8 +139,35 @@ def decode_image(data: bytes, info: ImageInfo, max_side: int | None = None) -> D
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise ImageError(ImageErrorKind.INVALID_FILE) from exc
-    image = _apply_orientation(image)
+    orientation = _orientation(image)  # read before reducing, which drops the EXIF data
+    if max_side is not None:
+        image = _reduce(image, max_side)
+    image = _apply_orientation(image, orientation)
     return DecodedImage(info=info, rgb=to_rgb(image))
+
+
+_REDUCE_BAND_ROWS = 256
+# Modes Image.reduce works on; others are converted to RGB(A) at full size first.
+_REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA", "RGBa", "La", "I", "F"}
+
+
+def _reduce(image: Image.Image, max_side: int) -> Image.Image:
+    factor = max(image.size) // max_side
+    if factor < 2:
+        return image
+    if image.mode not in _REDUCIBLE_MODES:
+        has_alpha = image.mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    # In bands: Pillow premultiplies an RGBA/LA image into a full-size copy before reducing
+    # it; a band of rows at a time keeps that copy small. Bands are whole multiples of the
+    # factor, so the result is the same as one reduce of the whole image.
+    width, height = image.size
+    reduced = Image.new(image.mode, (-(-width // factor), -(-height // factor)))
+    band = factor * max(1, _REDUCE_BAND_ROWS // factor)
+    for top in range(0, height, band):
+        part = image.crop((0, top, width, min(top + band, height))).reduce(factor)
+        reduced.paste(part, (0, top // factor))
+    return reduced
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -144,9 +187,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA")
         mode = "RGBA"
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        # Over white, without full-size RGBA copies: white, the image pasted through its alpha.
+        rgba = image if mode == "RGBA" else image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+        return background
     return image.convert("RGB")
 
 
@@ -166,10 +211,18 @@ def _orientation(image: Image.Image) -> int:
         return 1
 
 
-def _apply_orientation(image: Image.Image) -> Image.Image:
-    if _orientation(image) == 1:
-        return image
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:
-        return image
+# EXIF orientation → the transposition that shows the image upright (as ImageOps.exif_transpose).
+_TRANSPOSITIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _apply_orientation(image: Image.Image, orientation: int) -> Image.Image:
+    method = _TRANSPOSITIONS.get(orientation)
+    return image if method is None else image.transpose(method)

@@ -17,11 +17,15 @@ by `python scripts/settings_doc.py > docs/configuration.md` from `server/setting
 """
 
 
+FACTORY_DEFAULTS = {"decode_memory_mb": "¼ of physical memory, at most 1024"}
+
+
 def render() -> str:
     rows = []
     for name, field in Settings.model_fields.items():
         if field.default_factory is not None:
-            default = "number of usable cores"
+            # Machine-dependent defaults: the description's first words say what they are.
+            default = FACTORY_DEFAULTS.get(name, "number of usable cores")
         elif field.default is None:
             default = "(unset)"
         else:

@@ -8,6 +8,8 @@ then answers 413 (docs/api.md, "Oversized uploads").
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,7 @@ from server.batching import Batcher
 from server.checks import CACHE_TYPE, check_parameters, check_type
 from server.db import StoredResult
 from server.errors import ApiError, ErrorKind, ModelUnavailableError
-from server.keys import KeyRecord, KeyStore
+from server.keys import KeyRecord, KeyStore, Reservation
 from server.pipeline import AnalysisPipeline
 from server.results import ResultStore, lookup_hash
 from server.upload import Upload
@@ -34,7 +36,7 @@ class AdmittedImage:
     batcher: Batcher
     info: ImageInfo
     model_id: ModelId
-    remaining: int | None  # quota left after this request (None: unlimited)
+    reservation: Reservation  # the quota unit taken; remaining: what is left after it
     lookup: str  # key of this analysis among stored results
     stored: StoredResult | None  # an identical analysis stored earlier
     started: float  # time.perf_counter() when the analysis began (for elapsed_ms)
@@ -100,6 +102,9 @@ async def admit(
     data = upload.file
     assert data is not None  # 421 otherwise
 
+    # Between this coroutine, cancelled when its client leaves, and the thread that reserves.
+    handover, given_up, reserved = threading.Lock(), threading.Event(), []
+
     def quota_image_model() -> AdmittedImage:
         """402 → 413/415/412 → 503, then an identical stored result: one trip off the event
         loop. The quota taken here is refunded when a later check fails."""
@@ -111,7 +116,12 @@ async def admit(
                 raise ApiError(ErrorKind.QUOTA_REACHED)
             pipeline.inspect(data)
             raise batcher.overloaded()
-        remaining = keys.reserve(key)  # 402
+        reservation = keys.reserve(key)  # 402
+        with handover:
+            if given_up.is_set():  # cancelled meanwhile
+                keys.refund(reservation)
+                raise ApiError(ErrorKind.CLIENT_CLOSED)
+            reserved.append(reservation)
         try:
             info = pipeline.inspect(data)  # 413, 415, 412 from the header
             if batcher is None:
@@ -123,11 +133,21 @@ async def admit(
             lookup = lookup_hash(key.id, info.sha256, type_, identity, model.model_id)
             stored = results.find_identical(key.id, lookup)
         except BaseException:
-            keys.refund(key)
+            keys.refund(reservation)  # at most once, also if the coroutine gives it back too
             raise
         return AdmittedImage(
-            data, batcher, info, model.model_id, remaining, lookup, stored, started
+            data, batcher, info, model.model_id, reservation, lookup, stored, started
         )
 
-    image = await run_in_threadpool(quota_image_model)
+    try:
+        image = await run_in_threadpool(quota_image_model)
+    except asyncio.CancelledError:
+        # The request was cancelled (its client left) while the thread ran: a unit the thread
+        # took is given back, never kept by a request that is gone.
+        with handover:
+            given_up.set()
+            taken = reserved
+        if taken:
+            asyncio.get_running_loop().run_in_executor(None, keys.refund, taken[0])
+        raise
     return Admitted(key, type_, params, image)

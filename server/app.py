@@ -39,6 +39,9 @@ from server.web import install_web
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_S = 3600.0
+RECLAIM_INTERVAL_S = 60.0
+# A reservation older than the request timeout plus this is abandoned whoever holds it.
+RESERVATION_GRACE_S = 300.0
 BLOCKING_THREADS = 8
 _QUERY_FIELD = re.compile(r"([?&])([^&=\s\"]*)=([^&\s\"]*)")
 
@@ -73,6 +76,17 @@ async def _purge_periodically(results: ResultStore) -> None:
         await asyncio.sleep(PURGE_INTERVAL_S)
 
 
+async def _reclaim_periodically(keys: KeyStore, older_than_s: float) -> None:
+    """Gives back quota units of analyses that will never store a result (their process is
+    gone): at start, and every minute for the other processes that share the database."""
+    while True:
+        try:
+            await asyncio.to_thread(keys.reclaim_abandoned, older_than_s)
+        except Exception:
+            log.exception("giving back abandoned quota reservations failed")
+        await asyncio.sleep(RECLAIM_INTERVAL_S)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Before anything starts: the one-line reason and exit status 1, no traceback, also under
@@ -94,6 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys = KeyStore(engine)
         results = ResultStore(engine, settings.result_retention_days)
         trimmer = IdleTrimmer()
+        abandoned_after_s = settings.request_timeout_s + RESERVATION_GRACE_S
+        await asyncio.to_thread(keys.reclaim_abandoned, abandoned_after_s)
         app.state.imagerecognize = AppState(
             settings=settings,
             keys=keys,
@@ -116,12 +132,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         drain.install(asyncio.get_running_loop())
         purge = asyncio.create_task(_purge_periodically(results))
         trim = asyncio.create_task(trimmer.run())
+        reclaim = asyncio.create_task(_reclaim_periodically(keys, abandoned_after_s))
         try:
             yield
         finally:
             drain.uninstall()
             purge.cancel()
             trim.cancel()
+            reclaim.cancel()
             await pipeline.close()
             engine.dispose()
             metrics.process_exiting()

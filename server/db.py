@@ -56,6 +56,23 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class QuotaReservation(Base):
+    """One unit of a key's quota taken for an analysis in flight. Deleted in the transaction
+    that stores the analysis' result (the unit stays charged) or gives the unit back; a row
+    whose owner process is gone, or that is older than any request can live, is abandoned
+    and its unit given back (server/keys.py)."""
+
+    __tablename__ = "quota_reservations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_id: Mapped[int] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    # The server process that took it: host/boot id/pid/start time (server/keys.py).
+    owner: Mapped[str] = mapped_column(String(200), nullable=False)
+    reserved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class StoredResult(Base):
     __tablename__ = "results"
 

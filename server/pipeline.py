@@ -12,8 +12,10 @@ quota and stored-result checks sit between them (server/admission.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +60,31 @@ class PipelineResult:
         }
 
 
+class DecodeBudget:
+    """Bytes of pixels being decoded at once, bounded: a few hundred KB of PNG can decode to
+    gigabytes. An image that does not fit beside those decoding is refused (503), not queued:
+    its client retries. One image alone always fits, so that none is refused forever."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = limit_bytes
+        self.in_use = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        with self._lock:
+            if self.in_use and self.in_use + nbytes > self.limit_bytes:
+                raise ModelUnavailableError(
+                    "too many large images being decoded, retry later", retry_after=1
+                )
+            self.in_use += nbytes
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_use -= nbytes
+
+
 class AnalysisPipeline:
     """The models of every type, their batchers, and the pool that decodes for them.
 
@@ -78,6 +105,7 @@ class AnalysisPipeline:
         self.models = ModelManager(settings, device or choose_device(settings.device), gallery)
         # One torch thread each: small torch work here (e.g. NMS) must not start OpenMP teams
         # beside the inference thread's (see ModelManager.torch_thread).
+        self.decode_budget = DecodeBudget(settings.decode_memory_mb * 1024 * 1024)
         self.decode_pool = ThreadPoolExecutor(
             max_workers=max(1, settings.decode_threads),
             thread_name_prefix="decode",
@@ -141,10 +169,10 @@ class AnalysisPipeline:
             raise ImageError(ImageErrorKind.TOO_LARGE)
         return inspect_header(data, self.settings.max_image_pixels)
 
-    @staticmethod
-    def check_decodable(data: bytes, info: ImageInfo) -> None:
-        """Decodes fully, for an unreadable file to be refused as such. Blocking."""
-        decode_image(data, info, None)
+    def check_decodable(self, data: bytes, info: ImageInfo) -> None:
+        """Decodes, for an unreadable file to be refused as such. Blocking."""
+        with self.decode_budget.hold(info.decode_bytes):
+            decode_image(data, info, 1)  # reduced as it is decoded: only its pixels matter
 
     async def run(
         self,
@@ -161,13 +189,17 @@ class AnalysisPipeline:
         database work."""
         model = batcher.model
         with batcher.expecting():
-            image, item = await self.in_pool(self._prepare, model, data, info)
+            image, item = await self.in_pool(self._prepare, model, data, info, self.decode_budget)
         output = await batcher.submit(item)
         return await self.in_pool(self._finish, model, type_, output, item, image, params, then)
 
     @staticmethod
-    def _prepare(model: Recognizer, data: bytes, info: ImageInfo) -> tuple[DecodedImage, Any]:
-        image = decode_image(data, info, model.input_max_side)
+    def _prepare(
+        model: Recognizer, data: bytes, info: ImageInfo, budget: DecodeBudget
+    ) -> tuple[DecodedImage, Any]:
+        # Held while decoding only: what waits for the model is already reduced to its size.
+        with budget.hold(info.decode_bytes):
+            image = decode_image(data, info, model.input_max_side)
         return image, model.preprocess(image)
 
     @staticmethod

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from models.base import Analysis, ModelId
 from models.images import ImageInfo
 from server.db import StoredResult, utcnow
+from server.keys import Reservation, settle
 
 
 def lookup_hash(
@@ -81,9 +82,13 @@ class ResultStore:
         model: ModelId,
         result: Analysis,
         lookup: str,
+        reservation: Reservation | None = None,
     ) -> str:
+        """Stores a result; with ``reservation``, its quota unit is kept charged in the same
+        transaction (so that a unit is charged if and only if its result is stored)."""
         result_id = uuid.uuid4().hex
         with Session(self.engine) as session, session.begin():
+            settle(session.connection(), reservation)
             session.add(
                 StoredResult(
                     id=result_id,

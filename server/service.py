@@ -52,6 +52,7 @@ class AnalysisService:
                 analysis = Analysis(stored.objects, stored.extra or {})
                 result = PipelineResult(admitted.type, image.info, image.model_id, analysis)
                 result_id, cached = stored.id, True
+                await run_in_threadpool(self.keys.settle, image.reservation)
             else:
                 result, saved_id = await self.pipeline.run(
                     image.batcher,
@@ -64,11 +65,12 @@ class AnalysisService:
                 assert saved_id is not None
                 result_id, cached = saved_id, False
         except BaseException:
-            await asyncio.shield(run_in_threadpool(self.keys.refund, admitted.key))
+            # Given back unless its result was stored (then the unit stays charged).
+            await asyncio.shield(run_in_threadpool(self.keys.refund, image.reservation))
             raise
         return analysis_data(
             result,
-            quota=image.remaining,
+            quota=image.reservation.remaining,
             result_id=result_id,
             cached=cached,
             started=image.started,
@@ -82,7 +84,14 @@ class AnalysisService:
         result: PipelineResult,
     ) -> str:
         return self.results.save(
-            key.id, result.type, result.info, params, result.model, result.analysis, image.lookup
+            key.id,
+            result.type,
+            result.info,
+            params,
+            result.model,
+            result.analysis,
+            image.lookup,
+            image.reservation,
         )
 
     async def cache(self, admitted: Admitted) -> dict[str, Any]:

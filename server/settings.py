@@ -17,6 +17,16 @@ def _default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
+def _default_decode_memory_mb() -> int:
+    """A quarter of physical memory, at most 1 GiB: room for two of the largest RGBA images
+    decoding at once."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1024
+    return max(64, min(1024, physical // 4 // (1024 * 1024)))
+
+
 class Settings(BaseSettings):
     """Server settings. Every field can be set as ``IMAGERECOGNIZE_<FIELD NAME IN CAPITALS>``."""
 
@@ -145,6 +155,13 @@ class Settings(BaseSettings):
         "again when the ONNX file changes), or auto: the runtime measured faster on CPU, "
         "ONNX Runtime for both (scripts/bench_onnx_port.py). On CUDA they always run the "
         "torch ports.",
+    )
+    decode_memory_mb: int = Field(
+        default_factory=_default_decode_memory_mb,
+        ge=1,
+        description="Memory for the pixels of images being decoded at once, estimated from "
+        "their headers (e.g. 400 MB for a 10,000 x 10,000 RGBA PNG); an image that does not "
+        "fit while others decode is answered 503 with Retry-After (one alone always fits).",
     )
     decode_threads: int = Field(
         default_factory=_default_threads,
