@@ -10,6 +10,9 @@ Usage (from the repository root, after `make setup`):
     .venv/bin/python scripts/bench.py --sizes               # 12 MP vs 1 MP JPEG per request
     .venv/bin/python scripts/bench.py --types detect_faces nsfw --concurrency 1 16 \
         --servers server litserve --rounds 3 --no-raw       # short, interleaved comparison
+    git worktree add /tmp/before REV
+    .venv/bin/python scripts/bench.py --concurrency 1 16 --servers server \
+        --baseline /tmp/before --rounds 3 --no-raw          # before and after a change
 
 For each type it measures, on the same images and interleaved (server, naive, server, ...):
 (a) the raw pipeline (decode, preprocess, predict, postprocess in one thread) at batch sizes
@@ -194,12 +197,14 @@ def analyze_command(type_: str, images: list[bytes], env: dict[str, str]) -> dic
 
 
 class Server:
-    def __init__(self, command: list[str], env: dict[str, str], port: int):
+    def __init__(
+        self, command: list[str], env: dict[str, str], port: int, cwd: Path = ROOT
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}/api/v2/"
         self.log = Path(tempfile.mkdtemp(prefix="bench-server-")) / "server.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -345,6 +350,14 @@ def main() -> None:
         help="which servers to measure, taking turns (default: all)",
     )
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also measure this server as another checkout of the project runs it (e.g. a "
+        "git worktree of an earlier commit), taking turns with the others: before and after "
+        "a change in one run",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="measurements of each level per server"
     )
     parser.add_argument(
@@ -353,6 +366,8 @@ def main() -> None:
         help="skip the raw in-process pipeline and `imagerecognize analyze` (shorter runs)",
     )
     args = parser.parse_args()
+    if args.baseline is not None:
+        args.servers = [*args.servers, "baseline"]
     if args.soak:
         soak(args.soak, total=2000, concurrency=64, queue=32)
         return
@@ -371,7 +386,7 @@ def main() -> None:
         if not args.no_raw:
             entry["raw"] = raw_pipeline(type_, distinct_jpegs(16))
             entry["analyze"] = analyze_command(type_, distinct_jpegs(args.requests or 64), env)
-        servers = {name: start_server(name, env) for name in args.servers}
+        servers = {name: start_server(name, env, args.baseline) for name in args.servers}
         try:
             offset = 0
             for concurrency in args.concurrency:
@@ -398,10 +413,17 @@ def main() -> None:
 SERVERS = ("server", "naive", "litserve")
 
 
-def start_server(name: str, env: dict[str, str]) -> Server:
-    """This server, the naive one or the LitServe one, on a free port."""
+def start_server(name: str, env: dict[str, str], baseline: Path | None = None) -> Server:
+    """This server, the naive one, the LitServe one or the baseline checkout's server, on a
+    free port."""
     python = sys.executable
     port = free_port()
+    if name == "baseline":
+        assert baseline is not None
+        # The same interpreter and packages, the other checkout's code.
+        tree = baseline.resolve()
+        command = [python, "-m", "server", "serve", "--port", str(port)]
+        return Server(command, dict(env, PYTHONPATH=str(tree)), port, cwd=tree)
     command = {
         "server": [python, "-m", "server", "serve", "--port", str(port)],
         "naive": [
@@ -443,7 +465,7 @@ def print_type(type_: str, entry: dict) -> None:
     if "analyze" in entry:
         heading += f"; analyze {entry['analyze']['images_per_s']} img/s"
     print(heading)
-    names = [name for name in SERVERS if name in entry]
+    names = [name for name in (*SERVERS, "baseline") if name in entry]
     print(
         f"{'concurrency':>11} "
         + " ".join(f"{name + ' img/s':>15} {name + ' p50':>13}" for name in names)
@@ -471,7 +493,8 @@ def chart(report: dict, path: Path) -> None:
     figure, axes = plt.subplots(1, len(types), figsize=(4 * len(types), 3.5), squeeze=False)
     for axis, type_ in zip(axes[0], types, strict=True):
         entry = report["types"][type_]
-        for name, style in zip(SERVERS, ("o-", "s--", "^-."), strict=True):
+        styles = ("o-", "s--", "^-.", "d:")
+        for name, style in zip((*SERVERS, "baseline"), styles, strict=True):
             if name in entry:
                 levels = [r["concurrency"] for r in entry[name]]
                 axis.plot(levels, [r["throughput"] for r in entry[name]], style, label=name)
