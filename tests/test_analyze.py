@@ -78,6 +78,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow
 def test_walk_is_stable_and_reports_loops_and_unreadable_files(collection: Path) -> None:
     found = list(walk([str(collection)]))
     assert [os.path.relpath(f.path, collection) for f in found] == sorted(
@@ -145,6 +146,7 @@ def test_every_file_reported_with_the_apis_answer(
     assert "0 files analysed, 11 already done" in again.stderr
 
 
+@pytest.mark.slow
 def test_missing_parameter_is_a_usage_error_before_anything_runs(
     tmp_path: Path, collection: Path
 ) -> None:
@@ -160,6 +162,7 @@ def test_missing_parameter_is_a_usage_error_before_anything_runs(
     assert bad.returncode == 2 and "must be an integer from 0 to 100" in bad.stderr
 
 
+@pytest.mark.slow
 def test_unwritable_output_fails_in_one_line(tmp_path: Path, collection: Path) -> None:
     (tmp_path / "file").write_text("")
     out = tmp_path / "file" / "results.jsonl"  # under a file: cannot be created

@@ -85,6 +85,7 @@ def test_concurrent_requests_share_model_calls() -> None:
     assert sorted(i for call in calls for i in call) == list(range(10))
 
 
+@pytest.mark.slow
 def test_several_workers_run_batches_side_by_side() -> None:
     async def scenario(workers: int) -> tuple[list[Any], float]:
         batcher = Batcher(

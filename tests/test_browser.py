@@ -28,7 +28,10 @@ CHROMIUM_ARGS = [
 ASSETS = ROOT / "tests" / "assets"
 TIMEOUT_MS = 120_000  # a model's first load (objects converts its weights once)
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+pytestmark = [
+    pytest.mark.slow,  # a live server and Chromium
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
+]
 
 
 @pytest.fixture(scope="module")

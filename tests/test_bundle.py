@@ -65,6 +65,7 @@ def weights_server(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     server.shutdown()
 
 
+@pytest.mark.slow
 def test_fetch_all_checks_every_digest(weights_server, tmp_path: Path) -> None:
     served, manifest = weights_server
     data = tmp_path / "data"
@@ -97,6 +98,7 @@ def model_dir(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_pack_and_unpack_through_the_cli(model_dir: Path, tmp_path: Path) -> None:
     archive = tmp_path / "weights.tar"
     packed = run_cli(model_dir.parent, "models", "pack", str(archive))
@@ -123,6 +125,7 @@ def installed_nothing(target: Path) -> bool:
     return not target.exists() and list(target.parent.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_corrupted_archive_is_refused(model_dir: Path, tmp_path: Path) -> None:
     archive = tmp_path / "weights.tar"
     pack(model_dir, archive)

@@ -95,6 +95,7 @@ def test_keys_and_exact_quota_under_threads(engine: Engine) -> None:
     assert store.authenticate(key) is None
 
 
+@pytest.mark.slow
 def test_quota_exact_across_two_server_processes(
     db_settings: Settings, database_url: str, engine: Engine, astronaut: Image.Image
 ) -> None:
@@ -128,6 +129,7 @@ def test_stored_results(db_settings: Settings, engine: Engine, astronaut: Image.
         assert listed[0]["objects"] == first["objects"]
 
 
+@pytest.mark.slow
 def test_gallery_change_through_one_app_is_seen_by_another(
     db_settings: Settings, engine: Engine, astronaut: Image.Image
 ) -> None:
@@ -211,6 +213,7 @@ def test_migrations_make_the_models_schema(engine: Engine) -> None:
     assert differences == []
 
 
+@pytest.mark.slow
 def test_two_processes_migrating_at_once(database_url: str) -> None:
     script = (
         "import sys; from server.db import init_db, make_engine; "

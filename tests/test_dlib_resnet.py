@@ -86,6 +86,7 @@ def photos(astronaut: Image.Image, grace_hopper: Image.Image) -> dict[str, bytes
     return out
 
 
+@pytest.mark.slow
 def test_descriptors_equal_dlibs_on_real_faces(
     recognizer: DlibFaceRecognizer,
     reference: DlibDescriptor,
@@ -128,6 +129,7 @@ def decisions(
     return out
 
 
+@pytest.mark.slow
 def test_the_same_gallery_decisions_as_dlib(
     recognizer: DlibFaceRecognizer,
     reference: DlibDescriptor,

@@ -81,6 +81,7 @@ def image_bytes(draw: st.DrawFn) -> bytes | None:
     image=image_bytes(),
 )
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
 def test_no_input_gives_500(
     fuzz_client: tuple[TestClient, str],
     transport: str,

@@ -78,6 +78,7 @@ def more_photos() -> dict[str, Image.Image]:
     return photos
 
 
+@pytest.mark.slow
 def test_nsfw_port_scores_equal_the_reference(
     nsfw_models: dict[Runtime, OpenNsfwClassifier], reference_photos: dict[str, Image.Image]
 ) -> None:
@@ -104,6 +105,7 @@ def test_nsfw_port_scores_equal_the_reference(
     assert compared == len(photos) * 6 * 2 == 156
 
 
+@pytest.mark.slow
 def test_nsfw_port_batch_equals_single_calls(
     nsfw_models: dict[Runtime, OpenNsfwClassifier], reference_photos: dict[str, Image.Image]
 ) -> None:
@@ -123,6 +125,7 @@ def read(reader: PpOcrV4TextReader, data: bytes) -> list[tuple[str, float]]:
     return [(line.text, line.confidence) for line in lines]
 
 
+@pytest.mark.slow
 def test_ocr_port_reads_the_same_text_as_onnxruntime(
     text_models: dict[Runtime, PpOcrV4TextReader], reference_photos: dict[str, Image.Image]
 ) -> None:
@@ -158,6 +161,7 @@ def test_runtime_is_the_port_on_cuda_and_chosen_on_cpu() -> None:
         Settings(onnx_cpu_runtime="tensorrt")
 
 
+@pytest.mark.slow
 def test_conversion_is_kept_and_made_again_when_the_source_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,11 +1,9 @@
 """Inputs that once gave a 500, lost an answer or leaked something: each answers in the
-envelope with the status the contract names, on SQLite and (when
-IMAGERECOGNIZE_TEST_POSTGRES_URL is set) on PostgreSQL."""
+envelope with the status the contract names, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import logging
-import os
 import stat
 import uuid
 from collections.abc import Iterator
@@ -27,7 +25,6 @@ from tests.conftest import encode, make_settings
 
 URL = "/api/v2/"
 GALLERY = "/api/v2/gallery/"
-POSTGRES_URL = os.environ.get("IMAGERECOGNIZE_TEST_POSTGRES_URL")
 DESCRIPTOR = "dlib_face_recognition_resnet_model_v1"
 
 
@@ -38,21 +35,10 @@ def checked(response: Any) -> dict:
     return body
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgres",
-            marks=pytest.mark.skipif(
-                not POSTGRES_URL, reason="IMAGERECOGNIZE_TEST_POSTGRES_URL is not set"
-            ),
-        ),
-    ]
-)
-def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "postgres":
-        return make_settings(tmp_path / "data", database_url=POSTGRES_URL)
-    return make_settings(tmp_path / "data")
+@pytest.fixture
+def db_settings(database_url: str, tmp_path: Path) -> Settings:
+    """On SQLite and on PostgreSQL (a fresh database each: tests/databases.py)."""
+    return make_settings(tmp_path / "data", database_url=database_url)
 
 
 @pytest.fixture
