@@ -87,7 +87,7 @@ class MtcnnFaceDetector(Recognizer):
         return item.pixels.shape
 
     def predict(self, batch: Sequence[FacesInput]) -> list[list[FaceDetection]]:
-        from models.mtcnn import detect_face
+        from facenet_pytorch.models.utils.detect_face import detect_face
 
         if self._nets is None:
             raise RuntimeError("model not loaded")
@@ -111,6 +111,7 @@ class MtcnnFaceDetector(Recognizer):
             )
         outputs: list[list[FaceDetection]] = []
         for boxes, points in zip(batch_boxes, batch_points, strict=True):
+            # Under numpy 2 these come back as dtype=object arrays.
             boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
             points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
             outputs.append(
