@@ -29,6 +29,7 @@ machine the same command measures CUDA (both servers choose CUDA when present).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -203,8 +204,15 @@ class Server:
         self.url = f"http://127.0.0.1:{port}/api/v2/"
         self.log = Path(tempfile.mkdtemp(prefix="bench-server-")) / "server.log"
         with open(self.log, "wb") as log:
+            # A session of its own: stop() ends the server's worker processes too (LitServe's
+            # would otherwise go on polling, and slow every later measurement).
             self.process = subprocess.Popen(
-                command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+                command,
+                cwd=cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -216,8 +224,14 @@ class Server:
         raise RuntimeError(f"server did not start, see {self.log}")
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
+        import signal
+
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def free_port() -> int:
