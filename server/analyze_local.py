@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import signal
@@ -19,8 +18,6 @@ import sys
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-from PIL import Image
 
 from models.device import choose_device
 from server.collection import (
@@ -53,12 +50,6 @@ def in_flight_limit(settings: Settings, device_type: str) -> int:
     if device_type == "cuda":
         return 64
     return max(16, 4 * settings.decode_threads)
-
-
-def warm_up_image() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), (128, 128, 128)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 class LocalRun:
@@ -113,10 +104,9 @@ class LocalRun:
     async def _warm_up(self, pipeline: AnalysisPipeline) -> None:
         """Loads each type's model before the first file: one that cannot load ends the run
         at once, with one clear line."""
-        image = warm_up_image()
         for type_ in self.job.types:
             try:
-                await pipeline.analyze(image, type_, self.job.params[type_])
+                await pipeline.batcher(type_)
             except ModelUnavailableError as exc:
                 raise RunError(f"type {type_}: {exc.status_message}") from None
 

@@ -85,8 +85,9 @@ def decode_row(
     that the answer is the API's for the same bytes."""
     import dataclasses
 
-    from models.images import ImageError, ImageErrorKind, decode_image, inspect_image
+    from models.images import decode_image
     from models.registry import default_model
+    from server.pipeline import inspect_upload
 
     row["rgb"], row["rgb_size"], row["info"] = b"", "null", "null"
     pending = json.loads(row["pending"])
@@ -96,9 +97,7 @@ def decode_row(
     cls = default_model(type_, config.model_for(type_), config.resolved_model_dir)
     data = row["data"]
     try:
-        if len(data) > config.max_upload_bytes:
-            raise ImageError(ImageErrorKind.TOO_LARGE)
-        info = inspect_image(data, config.max_image_pixels)
+        info = inspect_upload(data, config)
         image = decode_image(data, info, cls.input_max_side if cls else None)
     except Exception as exc:
         status, message = error_status(exc)

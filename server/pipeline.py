@@ -25,8 +25,14 @@ from sqlalchemy.engine import Engine
 
 from models.base import Analysis, ModelId, Recognizer
 from models.device import choose_device, set_thread_torch_threads
-from models.images import DecodedImage, ImageError, ImageErrorKind, ImageInfo, decode_image
-from models.images import inspect_image as inspect_header
+from models.images import (
+    DecodedImage,
+    ImageError,
+    ImageErrorKind,
+    ImageInfo,
+    decode_image,
+    inspect_image,
+)
 from models.options import FaceGallery
 from server.batching import Batcher
 from server.errors import ModelUnavailableError
@@ -36,6 +42,14 @@ from server.settings import Settings
 __all__ = ["AnalysisPipeline", "ModelId", "PipelineResult"]
 
 T = TypeVar("T")
+
+
+def inspect_upload(data: bytes, settings: Settings) -> ImageInfo:
+    """The checks of an image's bytes before decoding: file size, format and pixels (413,
+    415, 412). Blocking."""
+    if len(data) > settings.max_upload_bytes:
+        raise ImageError(ImageErrorKind.TOO_LARGE)
+    return inspect_image(data, settings.max_image_pixels)
 
 
 @dataclass(frozen=True)
@@ -165,9 +179,7 @@ class AnalysisPipeline:
 
     def inspect(self, data: bytes) -> ImageInfo:
         """Size, format and pixel count from the bytes and the header. Blocking."""
-        if len(data) > self.settings.max_upload_bytes:
-            raise ImageError(ImageErrorKind.TOO_LARGE)
-        return inspect_header(data, self.settings.max_image_pixels)
+        return inspect_upload(data, self.settings)
 
     def check_decodable(self, data: bytes, info: ImageInfo) -> None:
         """Decodes, for an unreadable file to be refused as such. Blocking."""
