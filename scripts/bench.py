@@ -20,8 +20,9 @@ For each type it measures, on the same images and interleaved (server, naive, se
 images (its summary's images/s, counted after the models have loaded); (b) the server at
 each concurrency; (c) the naive server and (d) LitServe (max batch 4, 10 ms timeout) at each
 concurrency. With --rounds N every level is measured N times, the servers taking turns, and
-the table gives each column's range. It prints a table, and writes bench-results/bench.json
-and bench.png.
+the table gives each column's range. Only the server being measured runs: the others are
+frozen (SIGSTOP to their process groups), so that their idle workers take no CPU. It
+prints a table, and writes bench-results/bench.json and bench.png.
 Every request carries a different image, so no answer comes from stored results. On a GPU
 machine the same command measures CUDA (both servers choose CUDA when present).
 """
@@ -223,9 +224,22 @@ class Server:
                 time.sleep(0.3)
         raise RuntimeError(f"server did not start, see {self.log}")
 
+    def pause(self) -> None:
+        """Freezes every process of the server (SIGSTOP to its session), so that its idle
+        workers take no CPU while another server is measured."""
+        import signal
+
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        import signal
+
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         import signal
 
+        self.resume()  # a frozen process would not act on SIGTERM
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=30)
@@ -400,7 +414,11 @@ def main() -> None:
         if not args.no_raw:
             entry["raw"] = raw_pipeline(type_, distinct_jpegs(16))
             entry["analyze"] = analyze_command(type_, distinct_jpegs(args.requests or 64), env)
-        servers = {name: start_server(name, env, args.baseline) for name in args.servers}
+        servers: dict[str, Server] = {}
+        for name in args.servers:
+            for started in servers.values():
+                started.pause()  # start-up measures nothing, but a fair machine
+            servers[name] = start_server(name, env, args.baseline)
         try:
             offset = 0
             for concurrency in args.concurrency:
@@ -410,6 +428,11 @@ def main() -> None:
                     for name, server in servers.items():
                         images = distinct_jpegs(offset + count)[offset:]
                         offset += count
+                        # Only the server being measured runs; the others are frozen.
+                        for other in servers.values():
+                            if other is not server:
+                                other.pause()
+                        server.resume()
                         load(server.url, key, type_, images[: min(4, count)], 1)  # warm-up
                         rounds[name].append(load(server.url, key, type_, images, concurrency))
                 for name, measured in rounds.items():
