@@ -70,6 +70,13 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
     return Settings(data_dir=data_dir, **overrides)
 
 
+def key_store(settings: Settings) -> KeyStore:
+    """The key store of the database ``settings`` name, its schema created."""
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    return KeyStore(engine)
+
+
 def model_options(model_dir: Path | None = None, **overrides: object) -> ModelOptions:
     """What the server builds its models with (``overrides``: Settings fields)."""
     options = Settings(**overrides).model_options()
@@ -103,9 +110,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def keys(settings: Settings) -> KeyStore:
-    engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
-    return KeyStore(engine)
+    return key_store(settings)
 
 
 @pytest.fixture

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.db import init_db, make_engine
 from server.keys import KeyStore
 from server.settings import Settings
-from tests.conftest import ROOT, LiveServer, encode
+from tests.conftest import ROOT, LiveServer, encode, key_store
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -58,9 +57,7 @@ def server(data_dir: Path) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def keys(server: LiveServer, data_dir: Path) -> KeyStore:
-    engine = make_engine(Settings(data_dir=data_dir).resolved_database_url)
-    init_db(engine)
-    return KeyStore(engine)
+    return key_store(Settings(data_dir=data_dir))
 
 
 @pytest.fixture(scope="module")

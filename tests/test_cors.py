@@ -12,8 +12,7 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.content_type import api_media_type, asks_for_json
-from server.keys import KeyStore
-from tests.conftest import make_settings
+from tests.conftest import key_store, make_settings
 
 SITE = "https://shop.example"
 
@@ -81,11 +80,7 @@ def restricted_client(tmp_path: Path) -> Iterator[TestClient]:
 
 
 def test_listed_origins_only(restricted_client: TestClient, tmp_path: Path) -> None:
-    from server.db import init_db, make_engine
-
-    engine = make_engine(f"sqlite:///{(tmp_path / 'data' / 'imagerecognize.db').resolve()}")
-    init_db(engine)
-    key = KeyStore(engine).create("tester", quota=5)
+    key = key_store(make_settings(tmp_path / "data")).create("tester", quota=5)
     form = {"apikey": key, "type": "nonsense"}
     allowed = restricted_client.post("/api/v2/", data=form, headers={"Origin": SITE})
     assert allowed.headers["access-control-allow-origin"] == SITE

@@ -15,9 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from server.app import create_app
-from server.db import init_db, make_engine
-from server.keys import KeyStore
-from tests.conftest import make_settings
+from tests.conftest import key_store, make_settings
 
 URL = "/api/v2/"
 TYPES = ["objects", "celebrities", "detect_faces", "detect_text", "nsfw", "cache"]
@@ -37,9 +35,7 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Test
     data_dir: Path = tmp_path_factory.mktemp("fuzz") / "data"
     postgres = os.environ.get("IMAGERECOGNIZE_TEST_POSTGRES_URL")
     config = make_settings(data_dir, database_url=postgres)
-    engine = make_engine(config.resolved_database_url)
-    init_db(engine)
-    key = KeyStore(engine).create(f"fuzz-{os.urandom(4).hex()}")
+    key = key_store(config).create(f"fuzz-{os.urandom(4).hex()}")
     with TestClient(create_app(config), raise_server_exceptions=False) as client:
         yield client, key
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from tests.rendered_text import render_pages
 from tests.test_nsfw import variants
 
 CPU = torch.device("cpu")
+M = TypeVar("M", OpenNsfwClassifier, PpOcrV4TextReader)
 
 
 def options(model_dir: Path, runtime: str = "auto") -> ModelOptions:
@@ -47,19 +49,19 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def nsfw_models(model_dir: Path) -> dict[Runtime, OpenNsfwClassifier]:
-    models = {}
-    for runtime in (Runtime.ONNXRUNTIME, Runtime.TORCH):
-        model = OpenNsfwClassifier(CPU, options(model_dir, runtime))
-        model.load()
-        models[runtime] = model
-    return models
+    return loaded_in_both_runtimes(OpenNsfwClassifier, model_dir)
 
 
 @pytest.fixture(scope="module")
 def text_models(model_dir: Path) -> dict[Runtime, PpOcrV4TextReader]:
+    return loaded_in_both_runtimes(PpOcrV4TextReader, model_dir)
+
+
+def loaded_in_both_runtimes(model_class: type[M], model_dir: Path) -> dict[Runtime, M]:
+    """The model loaded once on ONNX Runtime and once as its torch port."""
     models = {}
     for runtime in (Runtime.ONNXRUNTIME, Runtime.TORCH):
-        model = PpOcrV4TextReader(CPU, options(model_dir, runtime))
+        model = model_class(CPU, options(model_dir, runtime))
         model.load()
         models[runtime] = model
     return models

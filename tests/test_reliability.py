@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from server.app import RedactApiKeys, create_app
-from server.db import init_db, make_engine
+from server.db import make_engine
 from server.gallery import EnrolledFace, Gallery
 from server.keys import KeyStore
 from server.settings import Settings
-from tests.conftest import encode, make_settings
+from tests.conftest import encode, key_store, make_settings
 
 URL = "/api/v2/"
 GALLERY = "/api/v2/gallery/"
@@ -49,9 +49,7 @@ def db_client(db_settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture
 def db_keys(db_settings: Settings) -> KeyStore:
-    engine = make_engine(db_settings.resolved_database_url)
-    init_db(engine)
-    return KeyStore(engine)
+    return key_store(db_settings)
 
 
 def unique(prefix: str) -> str:
