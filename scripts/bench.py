@@ -34,6 +34,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -227,18 +228,12 @@ class Server:
     def pause(self) -> None:
         """Freezes every process of the server (SIGSTOP to its session), so that its idle
         workers take no CPU while another server is measured."""
-        import signal
-
         os.killpg(self.process.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        import signal
-
         os.killpg(self.process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        import signal
-
         self.resume()  # a frozen process would not act on SIGTERM
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
