@@ -73,11 +73,12 @@ class Recognizer(ABC):
     name: ClassVar[str]  # model name, unique within its type
     source: ClassVar[WeightSource]
     weights: ClassVar[str]  # where the weight files come from, for `models list` and docs
-    # Whether the model computes with torch (then it runs in the process's one torch thread;
-    # ONNX Runtime models run in threads of their own).
+    # Whether the model computes with torch (then it runs in the threads every torch model
+    # shares, server/torch_calls.py; ONNX Runtime models run in threads of their own).
     uses_torch: ClassVar[bool] = True
     # Whether one loaded model takes predict calls from several threads at once (ONNX
-    # Runtime sessions do): then IMAGERECOGNIZE_ONNX_INSTANCES batches run side by side.
+    # Runtime sessions and stateless torch modules do): then several batches run side by side
+    # (IMAGERECOGNIZE_ONNX_INSTANCES, IMAGERECOGNIZE_TORCH_CALLS).
     concurrent_calls: ClassVar[bool] = False
     # Among the models of a type whose weights are present, the highest serves by default.
     preference: ClassVar[int] = 0
@@ -98,6 +99,12 @@ class Recognizer(ABC):
         """Whether this loaded model's calls compute with torch (``uses_torch``, unless the
         model picks its runtime at load)."""
         return self.uses_torch
+
+    @property
+    def takes_concurrent_calls(self) -> bool:
+        """Whether this loaded model takes concurrent ``predict`` calls (``concurrent_calls``,
+        unless the runtime picked at load decides)."""
+        return self.concurrent_calls
 
     @classmethod
     def placement(cls, device: torch.device, options: ModelOptions) -> tuple[Part, ...]:

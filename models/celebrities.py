@@ -47,6 +47,8 @@ class FaceRecognizer(Recognizer):
     """MTCNN faces → dlib alignment → descriptor → nearest person in the gallery."""
 
     type: ClassVar[str] = "celebrities"
+    # MTCNN, dlib's shape predictor and the torch descriptors keep no state between calls.
+    concurrent_calls: ClassVar[bool] = True
     descriptor_name: ClassVar[str]  # recorded with every descriptor in the gallery
     default_threshold: ClassVar[float]  # Euclidean distance under which a face matches
 
@@ -195,6 +197,13 @@ class DlibFaceRecognizer(FaceRecognizer):
 
     def describe(self, chips: list[np.ndarray]) -> np.ndarray:
         return self._encoder.describe(chips)
+
+    @property
+    def takes_concurrent_calls(self) -> bool:
+        # dlib's own network keeps each call's activations in its layers.
+        from models.dlib_resnet import DlibDescriptor
+
+        return not isinstance(self._encoder, DlibDescriptor)
 
 
 FACENET_MANIFEST_NAME = "facenet_vggface2"

@@ -40,6 +40,7 @@ class MtcnnFaceDetector(Recognizer):
     """Multi-task cascaded CNN face detector: boxes, five landmarks, probability."""
 
     type: ClassVar[str] = "detect_faces"
+    concurrent_calls: ClassVar[bool] = True  # facenet-pytorch's cascade keeps no state
     name: ClassVar[str] = "mtcnn"
     source: ClassVar[WeightSource] = WeightSource.PACKAGED
     weights: ClassVar[str] = "facenet_pytorch/data/{pnet,rnet,onet}.pt (package facenet-pytorch)"

@@ -34,6 +34,7 @@ class ClassifiedDetector(Recognizer):
     classifier for labels of the whole image."""
 
     type: ClassVar[str] = "objects"
+    concurrent_calls: ClassVar[bool] = True  # the detectors' and classifier's modules keep no state
 
     def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)

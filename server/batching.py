@@ -20,6 +20,7 @@ from models.base import Recognizer
 from server import metrics
 from server.errors import ModelUnavailableError
 from server.observability import note_batch
+from server.torch_calls import TorchCalls
 
 log = logging.getLogger(__name__)
 
@@ -77,22 +78,27 @@ class Batcher:
         max_wait_ms: float,
         queue_size: int,
         timeout_s: float,
-        executor: ThreadPoolExecutor | None = None,
+        torch_calls: TorchCalls | None = None,
         workers: int = 1,
     ):
         self.model = model
-        # Batches in flight at once: more than one only for models whose runtime takes
-        # concurrent calls (ONNX Runtime sessions), each call then using fewer threads.
-        self.workers = max(1, workers) if executor is None else 1
+        # Batches in flight at once: more than one only for models that take concurrent calls
+        # (ONNX Runtime sessions; torch models on CPU, see server/torch_calls.py).
+        self.workers = max(1, workers)
         self.max_batch_size = max(1, max_batch_size)
         self.max_wait_s = max(0.0, max_wait_ms) / 1000.0
         self.timeout_s = timeout_s
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max(1, queue_size))
-        # Without several workers one thread runs the model's calls, so they never overlap;
-        # models may share one (see ModelManager: all torch models share a thread).
-        self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(
-            max_workers=self.workers, thread_name_prefix=f"infer-{model.name}"
+        # Torch models run in the threads every torch model shares (TorchCalls); the others
+        # (ONNX Runtime) in threads of their own.
+        self._torch_calls = torch_calls
+        self._own_executor = torch_calls is None
+        self._executor = (
+            torch_calls.executor
+            if torch_calls is not None
+            else ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix=f"infer-{model.name}"
+            )
         )
         self._tasks: list[asyncio.Task[None]] = []
         # Requests being decoded for this model: worth waiting for; with none, a lone request
@@ -133,9 +139,13 @@ class Batcher:
             self._incoming -= 1
 
     async def run_exclusive(self, func: Any, *args: Any) -> Any:
-        """Runs ``func`` in the model's inference thread, between batches when it has one
-        worker (for work on the model outside the API's analyses, such as gallery
-        enrolment)."""
+        """Runs ``func`` in one of the model's inference threads, as its batches run (for work
+        on the model outside the API's analyses, such as gallery enrolment)."""
+        return await self._call(func, *args)
+
+    async def _call(self, func: Any, *args: Any) -> Any:
+        if self._torch_calls is not None:
+            return await self._torch_calls.submit(func, *args)
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     @property
@@ -192,7 +202,6 @@ class Batcher:
         return [job for job in jobs if not job.future.done()]
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             jobs = await self._collect()
             self._depth.set(self._queue.qsize())
@@ -204,9 +213,7 @@ class Batcher:
                 self._waited.observe(started - job.enqueued)
             self._batch_size.observe(len(jobs))
             try:
-                outputs = await loop.run_in_executor(
-                    self._executor, run_batch, self.model, [job.item for job in jobs]
-                )
+                outputs = await self._call(run_batch, self.model, [job.item for job in jobs])
             except Exception as exc:
                 log.exception("batch of %s failed", self.model.name)
                 outputs = [exc] * len(jobs)

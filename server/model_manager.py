@@ -12,7 +12,6 @@ import gc
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +19,13 @@ import torch
 from starlette.concurrency import run_in_threadpool
 
 from models.base import Recognizer
-from models.device import set_thread_torch_threads
 from models.options import FaceGallery
 from models.registry import API_TYPES, default_model
 from server import metrics
 from server.batching import Batcher
 from server.errors import ModelUnavailableError
 from server.settings import Settings
+from server.torch_calls import TorchCalls
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +53,13 @@ class ModelManager:
         self.device = device
         self.gallery = gallery
         self.model_options = settings.model_options(gallery)
-        # Every torch model loads and runs in this one thread. OpenMP keeps one team of
-        # threads per calling thread, and once a process has more OpenMP threads than cores,
-        # libgomp stops spin-waiting: measured here, that makes every torch call ~50 % slower.
-        self.torch_thread = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix="torch",
-            initializer=set_thread_torch_threads,
-            initargs=(max(1, settings.torch_threads),),
+        # Every torch model loads and runs in these threads, which share the torch threads
+        # (server/torch_calls.py). OpenMP keeps one team of threads per calling thread, and
+        # once a process has more OpenMP threads than cores, libgomp stops spin-waiting:
+        # measured here, that makes every torch call ~50 % slower; so no other pool calls torch
+        # with more than one thread.
+        self.torch_calls = TorchCalls(
+            settings.resolved_torch_calls(device.type), settings.torch_threads
         )
         self._slots: dict[str, _Slot] = {}
         for type_ in API_TYPES:
@@ -122,19 +120,22 @@ class ModelManager:
         if slot.batcher is not None:
             return slot.batcher
         cls = self.model_class(type_)
-        executor = self.torch_thread if cls.uses_torch else None
         if slot.model is not None:
             model = slot.model
-        elif executor is not None:
-            loop = asyncio.get_running_loop()
-            model = await loop.run_in_executor(executor, self._load, slot)
+        elif cls.uses_torch:
+            model = await self.torch_calls.submit(self._load, slot)
         else:
             model = await run_in_threadpool(self._load, slot)
         if slot.batcher is None:
             # A model may compute with torch only once loaded (an ONNX network's torch port):
-            # then its calls, too, belong to the one torch thread.
-            if model.runs_torch:
-                executor = self.torch_thread
+            # then its calls, too, belong to the torch threads.
+            torch_calls = self.torch_calls if model.runs_torch else None
+            if not model.takes_concurrent_calls:
+                workers = 1
+            elif torch_calls is not None:
+                workers = torch_calls.calls
+            else:
+                workers = self.settings.onnx_instances
             max_batch_size, max_wait_ms = self.settings.batch_limits(
                 type_, model.default_batch_size()
             )
@@ -144,8 +145,8 @@ class ModelManager:
                 max_wait_ms=max_wait_ms,
                 queue_size=self.settings.queue_size,
                 timeout_s=self.settings.request_timeout_s,
-                executor=executor,
-                workers=self.settings.onnx_instances if cls.concurrent_calls else 1,
+                torch_calls=torch_calls,
+                workers=workers,
             )
             slot.batcher.start()
         return slot.batcher
@@ -191,5 +192,5 @@ class ModelManager:
                 metrics.MODEL_LOADED.labels(slot.model.name, str(self.device)).set(0)
                 slot.model.unload()
                 slot.model = None
-        self.torch_thread.shutdown(wait=False, cancel_futures=True)
+        self.torch_calls.shutdown()
         await asyncio.sleep(0)

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     )
     cors_allow_origins: list[str] = Field(
         ["*"],
-        description='Origins whose pages may call the API from a browser, as JSON '
+        description="Origins whose pages may call the API from a browser, as JSON "
         '(`["https://shop.example"]`); `["*"]`: any origin; `[]`: none (cross-origin calls '
         "are refused with 403; the server's own page at / still works). Never with cookies.",
     )
@@ -137,6 +137,14 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         default_factory=_default_threads,
         description="Intra-op threads for torch on CPU. Default: the cores this process may use.",
+    )
+    torch_calls: int | None = Field(
+        None,
+        ge=1,
+        description="Torch model calls (batches) that run at once, sharing TORCH_THREADS: a "
+        "call that starts alone uses all of them, calls side by side divide them. Default: "
+        "the cores on CPU (single-core calls side by side use the cores better than one "
+        "split call), 1 on CUDA.",
     )
     onnx_threads: int = Field(
         default_factory=_default_threads,
@@ -228,6 +236,12 @@ class Settings(BaseSettings):
         description="Face descriptor answering celebrities: dlib_resnet or "
         "facenet_vggface2 (run `imagerecognize gallery reindex` after a switch).",
     )
+
+    def resolved_torch_calls(self, device_type: str) -> int:
+        """TORCH_CALLS, or its default on a device of ``device_type`` ("cpu", "cuda")."""
+        if self.torch_calls is not None:
+            return self.torch_calls
+        return 1 if device_type == "cuda" else _default_threads()
 
     def batch_limits(self, type_: str, model_default: int) -> tuple[int, float]:
         """(max batch size, max wait in ms) of the batcher of a type."""

@@ -22,6 +22,7 @@ from server.app import create_app
 from server.batching import Batcher, run_batch
 from server.errors import ModelUnavailableError
 from server.keys import KeyStore
+from server.torch_calls import TorchCalls
 from tests.conftest import app_state, encode, make_settings, model_options
 
 
@@ -182,3 +183,70 @@ def test_batch_limits_per_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert settings.batch_limits("objects", 4) == (8, 5.0)  # the type's own setting
     assert settings.batch_limits("nsfw", 4) == (4, 12.5)  # the model's default size
     assert make_settings(tmp_path, max_batch_size=2).batch_limits("detect_text", 1) == (2, 5.0)
+
+
+class Rendezvous(Doubler):
+    """A model whose calls return only once ``parties`` of them run at the same time, each
+    recording the torch threads it was given."""
+
+    concurrent_calls = True
+
+    def __init__(self, parties: int):
+        super().__init__()
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.threads: list[int] = []
+
+    def predict(self, batch: Sequence[Any]) -> list[Any]:
+        self.threads.append(torch.get_num_threads())
+        self.barrier.wait()
+        return super().predict(batch)
+
+
+def test_torch_calls_run_side_by_side_sharing_the_threads() -> None:
+    """With TorchCalls(2, 2) a torch model's batches run two at a time (a call that waited
+    for another would break the rendezvous), each with one of the two threads; a call alone
+    gets both."""
+    torch_calls = TorchCalls(calls=2, threads=2)
+
+    async def scenario(model: Recognizer, items: list[int], workers: int) -> list[Any]:
+        batcher = Batcher(
+            model,
+            max_batch_size=1,
+            max_wait_ms=0,
+            queue_size=8,
+            timeout_s=20,
+            torch_calls=torch_calls,
+            workers=workers,
+        )
+        try:
+            return await asyncio.gather(*(batcher.submit(item) for item in items))
+        finally:
+            await batcher.stop()
+
+    try:
+        pair = Rendezvous(parties=2)
+        assert asyncio.run(scenario(pair, [1, 2], workers=2)) == [2, 4]
+        assert sorted(pair.threads) == [1, 2]  # the first started alone, the second beside it
+        alone = Rendezvous(parties=1)
+        assert asyncio.run(scenario(alone, [5], workers=2)) == [10]
+        assert alone.threads == [2]
+    finally:
+        torch_calls.shutdown()
+
+
+def test_side_by_side_batches_only_for_models_that_take_them(tmp_path: Path) -> None:
+    """ModelManager gives a torch model several batchers' workers only when the loaded model
+    takes concurrent calls: MTCNN does, dlib's own descriptor network does not."""
+    from server.model_manager import ModelManager
+
+    async def workers(type_: str, **overrides: object) -> int:
+        settings = make_settings(tmp_path, torch_calls=2, **overrides)
+        manager = ModelManager(settings, torch.device("cpu"))
+        try:
+            return (await manager.batcher(type_)).workers
+        finally:
+            await manager.close()
+
+    assert asyncio.run(workers("detect_faces")) == 2
+    assert asyncio.run(workers("celebrities", celebrities_descriptor_runtime="torch")) == 2
+    assert asyncio.run(workers("celebrities", celebrities_descriptor_runtime="dlib")) == 1
