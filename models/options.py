@@ -47,5 +47,7 @@ class ModelOptions:
     text_max_side: int  # longest side of the image the text detector sees
     onnx: OnnxOptions  # ONNX Runtime models (nsfw, pp_ocrv4)
     gallery: FaceGallery | None = None  # celebrities match against it; None: nobody known
+    # torch.compile the networks measured to gain from it (models/compiled.py)
+    compile: bool = False
     # type -> "fp16" or "bf16": that model's batches run under autocast, on CUDA only
     half_precision: dict[str, str] = field(default_factory=dict)

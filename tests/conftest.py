@@ -28,6 +28,11 @@ from tests.databases import database_url, postgres_url  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Each test's model folder is new, so torch.compile would start from nothing every time (a
+# minute per process on 2 cores): tests run the networks uncompiled, which give the same
+# outputs (tests/test_objects.py compiles once and checks that).
+os.environ.setdefault("IMAGERECOGNIZE_COMPILE", "false")
+
 API_URL = "/api/v2/"
 
 

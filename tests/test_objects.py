@@ -234,3 +234,54 @@ def test_api_labels_and_thresholds(
     assert len(names) == len(set(names))
     confidences = [label["confidence"] for label in low]
     assert confidences == sorted(confidences, reverse=True)
+
+
+def test_compiled_classifier_gives_the_same_scores(
+    detector: SsdMobileNetV2Detector,
+    reference_photos: dict[str, Image.Image],
+    tmp_path: Path,
+) -> None:
+    """The objects classifier compiled at load (IMAGERECOGNIZE_COMPILE, on by default) gives
+    every reference photo the uncompiled one's labels, each score within 0.03 (an activation
+    may round to the neighbouring int8 step), and keeps its generated code in the model
+    folder for the next start."""
+    from torch._dynamo.utils import counters
+
+    from models.device import torch_threads
+
+    compiled = SsdMobileNetV2Detector(
+        torch.device("cpu"), model_options(tmp_path, compile=True)
+    ).classifier
+    compiled.load()
+    assert isinstance(compiled.net, torch._dynamo.eval_frame.OptimizedModule)
+    assert any((tmp_path / "inductor").iterdir())
+    eager = detector.classifier
+    assert not isinstance(eager.net, torch._dynamo.eval_frame.OptimizedModule)
+    graphs = counters["stats"]["unique_graphs"]
+    threads = torch.get_num_threads()
+    for index, photo in enumerate(reference_photos.values()):
+        pixels = eager.preprocess(photo.convert("RGB"))[None]
+        expected = eager.predict(pixels)[0]
+        # A call given one thread (beside another, server/torch_calls.py) must not compile
+        # the network again for that count.
+        with torch_threads(1 if index % 2 else threads):
+            got = compiled.predict(pixels)[0]
+        assert expected[0][0] == got[0][0]  # the best label
+        scores = dict(got)
+        for label, score in expected:
+            if score >= 0.05:  # the labels that can reach an answer
+                assert abs(scores.get(label, 0.0) - score) <= 0.03, (label, score, scores)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_without_a_compiler_the_classifier_runs_uncompiled(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    from models.compiled import compile_network
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    net = torch.nn.Linear(2, 2)
+    assert compile_network("test network", net, torch.zeros(1, 2), tmp_path, atol=0.0) is net
+    assert "needs a C++ compiler" in caplog.text
