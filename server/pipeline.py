@@ -3,7 +3,7 @@
     inspect (header) → decode → preprocess → batch → predict → postprocess
 
 Decoding, preprocessing and postprocessing run in the decode pool, ``predict`` in the model's
-batcher (the one torch thread, or ONNX Runtime's own threads); nothing blocking runs on the
+batcher (the torch threads, or ONNX Runtime's own threads); nothing blocking runs on the
 event loop. The HTTP service (server/service.py) and offline callers use the same object:
 ``analyze`` runs every step; the service calls ``inspect`` and ``run`` separately so that its
 quota and stored-result checks sit between them (server/admission.py).
