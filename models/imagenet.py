@@ -34,14 +34,20 @@ class ImageNetClassifier:
     CONVERTED_FILE = "efficientnet_lite3.pt"
     TOP_K = 5
 
-    def __init__(self, device: torch.device, model_dir: Path, compile_on_cpu: bool = False):
+    def __init__(
+        self, device: torch.device, model_dir: Path, threads: int, compile_on_cpu: bool = False
+    ):
         self.device = device
         self.model_dir = model_dir
+        # On CPU every call runs with this many torch threads, whatever share of the cores
+        # the call was given: the activations are rounded to the int8 grid, and another
+        # count orders a convolution's sums differently, so an activation near a rounding
+        # boundary lands one step away (measured: scores 0.016 apart between 1 and 2
+        # threads), and answers would change with the server's load. The compiled network,
+        # too, is compiled for one count (another would compile it again, for seconds).
+        self.threads = max(1, threads)
         self.compile_on_cpu = compile_on_cpu
         self.net: Callable[[torch.Tensor], torch.Tensor] | None = None
-        # The compiled network's thread count: it is compiled for one count (another one
-        # would compile it again, for seconds, in the middle of a request).
-        self.compiled_threads: int | None = None
         self.labels: list[str] = []
         self.size = (280, 280)
         self.scale, self.zero_point = 1.0, 0.0
@@ -80,11 +86,10 @@ class ImageNetClassifier:
             # may land one int8 step away, as between thread counts: probabilities move by
             # up to 0.02, the best labels stay (docs/performance.md, tests/test_objects.py).
             example = torch.rand((1, 3, *self.size), generator=torch.Generator().manual_seed(0))
-            self.net = compile_network(
-                "objects classifier", net, example, self.model_dir, atol=COMPILED_TOLERANCE
-            )
-            if self.net is not net:
-                self.compiled_threads = torch.get_num_threads()
+            with torch_threads(self.threads):
+                self.net = compile_network(
+                    "objects classifier", net, example, self.model_dir, atol=COMPILED_TOLERANCE
+                )
         self.scale, self.zero_point = converted["input_scale"], converted["input_zero_point"]
         self.labels = readable_imagenet_labels(folder / "efficientnet_labels.txt")
 
@@ -96,7 +101,7 @@ class ImageNetClassifier:
 
     def predict(self, inputs: torch.Tensor) -> list[list[tuple[str, float]]]:
         assert self.net is not None
-        threads = self.compiled_threads or torch.get_num_threads()
+        threads = self.threads if self.device.type == "cpu" else torch.get_num_threads()
         with torch.inference_mode(), torch_threads(threads):
             # One image per call: the activations are rounded to the int8 grid, and a batched
             # convolution's last-bit differences could round the other way, so a batch would

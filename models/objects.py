@@ -39,7 +39,9 @@ class ClassifiedDetector(Recognizer):
     def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)
         self.model_dir = options.model_dir
-        self.classifier = ImageNetClassifier(device, self.model_dir, options.compile)
+        self.classifier = ImageNetClassifier(
+            device, self.model_dir, options.torch_threads, options.compile
+        )
 
     @abstractmethod
     def load_detector(self) -> None: ...

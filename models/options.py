@@ -46,6 +46,9 @@ class ModelOptions:
     celebrities_descriptor_runtime: str
     text_max_side: int  # longest side of the image the text detector sees
     onnx: OnnxOptions  # ONNX Runtime models (nsfw, pp_ocrv4)
+    # Torch threads on CPU of the calls whose answers would change with the count (the objects
+    # classifier rounds to an int8 grid): they always run with this many.
+    torch_threads: int
     gallery: FaceGallery | None = None  # celebrities match against it; None: nobody known
     # torch.compile the networks measured to gain from it (models/compiled.py)
     compile: bool = False

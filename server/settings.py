@@ -278,6 +278,7 @@ class Settings(BaseSettings):
                 instances=self.onnx_instances,
                 cpu_runtime=self.onnx_cpu_runtime,
             ),
+            torch_threads=self.torch_threads,
             gallery=gallery,
             compile=self.compile,
             half_precision=dict(self.half_precision),

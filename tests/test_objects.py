@@ -266,7 +266,9 @@ def test_compiled_classifier_gives_the_same_scores(
         # the network again for that count.
         with torch_threads(1 if index % 2 else threads):
             got = compiled.predict(pixels)[0]
-        assert expected[0][0] == got[0][0]  # the best label
+        # The best label, or one the uncompiled classifier scored as high (the rocket photo's
+        # "projectile" and "missile" are near-tied).
+        assert dict(expected).get(got[0][0], 0.0) >= expected[0][1] - 0.03, (expected, got)
         scores = dict(got)
         for label, score in expected:
             if score >= 0.05:  # the labels that can reach an answer
@@ -285,3 +287,19 @@ def test_without_a_compiler_the_classifier_runs_uncompiled(
     net = torch.nn.Linear(2, 2)
     assert compile_network("test network", net, torch.zeros(1, 2), tmp_path, atol=0.0) is net
     assert "needs a C++ compiler" in caplog.text
+
+
+def test_classifier_scores_do_not_depend_on_the_calls_threads(
+    detector: SsdMobileNetV2Detector, reference_photos: dict[str, Image.Image]
+) -> None:
+    """A call given fewer torch threads (beside other calls, server/torch_calls.py) scores
+    exactly as one given all of them: the classifier keeps its own count."""
+    from models.device import torch_threads
+
+    classifier = detector.classifier
+    for photo in reference_photos.values():
+        pixels = classifier.preprocess(photo.convert("RGB"))[None]
+        alone = classifier.predict(pixels)
+        with torch_threads(1):
+            beside_others = classifier.predict(pixels)
+        assert beside_others == alone

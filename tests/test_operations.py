@@ -321,6 +321,8 @@ def test_sigterm_drains_requests_in_flight(
             "IMAGERECOGNIZE_PRELOAD": "true",
             "IMAGERECOGNIZE_MAX_BATCH_SIZE": "1",
             "IMAGERECOGNIZE_DECODE_THREADS": "1",
+            # One model call at a time, so that seven wait in the queue.
+            "IMAGERECOGNIZE_TORCH_CALLS": "1",
             "IMAGERECOGNIZE_SHUTDOWN_GRACE_S": "240",
             "IMAGERECOGNIZE_LOG_FORMAT": "json",
         },
