@@ -47,7 +47,11 @@ def status_and_body(answer: bytes) -> tuple[int, dict]:
 
 
 def test_a_huge_header_is_refused(server: LiveServer) -> None:
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # A fixed, small send buffer: a loopback socket's grows to 4 MiB by itself, which
+        # would hold as much as the bound below before any byte reaches the server.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        sock.connect(("127.0.0.1", server.port))
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: ")
         sent = 0
         try:
