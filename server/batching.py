@@ -92,9 +92,8 @@ class Batcher:
         # Torch models run in the threads every torch model shares (TorchCalls); the others
         # (ONNX Runtime) in threads of their own.
         self._torch_calls = torch_calls
-        self._own_executor = torch_calls is None
         self._executor = (
-            torch_calls.executor
+            None
             if torch_calls is not None
             else ThreadPoolExecutor(
                 max_workers=self.workers, thread_name_prefix=f"infer-{model.name}"
@@ -126,7 +125,7 @@ class Batcher:
             job = self._queue.get_nowait()
             if not job.future.done():
                 job.future.set_exception(ModelUnavailableError("server shutting down"))
-        if self._own_executor:
+        if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     @contextlib.contextmanager
@@ -138,8 +137,8 @@ class Batcher:
         finally:
             self._incoming -= 1
 
-    async def run_exclusive(self, func: Any, *args: Any) -> Any:
-        """Runs ``func`` in one of the model's inference threads, as its batches run (for work
+    async def run_in_model_threads(self, func: Any, *args: Any) -> Any:
+        """Runs ``func`` in one of the model's inference threads, beside its batches (for work
         on the model outside the API's analyses, such as gallery enrolment)."""
         return await self._call(func, *args)
 

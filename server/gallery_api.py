@@ -66,7 +66,7 @@ async def enrol(request: Request, state: State) -> JSONResponse:
             check_source(source)
         batcher = await state.pipeline.batcher(TYPE)
         model = batcher.model
-        faces = await batcher.run_exclusive(
+        faces = await batcher.run_in_model_threads(
             enrolment_faces, model, photos, state.settings.max_image_pixels
         )
         return await run_in_threadpool(state.gallery.enrol, name, faces, model.descriptor_name)
