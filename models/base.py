@@ -74,7 +74,7 @@ class Recognizer(ABC):
     source: ClassVar[WeightSource]
     weights: ClassVar[str]  # where the weight files come from, for `models list` and docs
     # Whether the model computes with torch (then it runs in the threads every torch model
-    # shares, server/torch_calls.py; ONNX Runtime models run in threads of their own).
+    # shares, server/pipeline/torch_calls.py; ONNX Runtime models run in threads of their own).
     uses_torch: ClassVar[bool] = True
     # Whether one loaded model takes predict calls from several threads at once (ONNX
     # Runtime sessions and stateless torch modules do): then several batches run side by side

@@ -50,7 +50,7 @@ class ModelOptions:
     # classifier rounds to an int8 grid): they always run with this many.
     torch_threads: int
     gallery: FaceGallery | None = None  # celebrities match against it; None: nobody known
-    # torch.compile the networks measured to gain from it (models/compiled.py)
+    # torch.compile the networks measured to gain from it (models/runtimes/compiled.py)
     compile: bool = False
     # type -> "fp16" or "bf16": that model's batches run under autocast, on CUDA only
     half_precision: dict[str, str] = field(default_factory=dict)

@@ -8,13 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.base import Recognizer
-from models.celebrities import DlibFaceRecognizer, FacenetFaceRecognizer
-from models.easyocr_text import EasyOcrTextReader
-from models.faces import MtcnnFaceDetector
-from models.faster_rcnn import FasterRcnnDetector
-from models.nsfw import OpenNsfwClassifier
-from models.ssd_detector import SsdMobileNetV2Detector
-from models.text import PpOcrV4TextReader
+from models.celebrities.dlib_faces import DlibFaceRecognizer, FacenetFaceRecognizer
+from models.detect_faces.mtcnn import MtcnnFaceDetector
+from models.detect_text.easyocr_reader import EasyOcrTextReader
+from models.detect_text.ppocr import PpOcrV4TextReader
+from models.nsfw.open_nsfw import OpenNsfwClassifier
+from models.objects.faster_rcnn import FasterRcnnDetector
+from models.objects.ssd_mobilenet import SsdMobileNetV2Detector
 
 # The analysis types of the API (type=cache is answered from stored results, by no model).
 API_TYPES = ("objects", "celebrities", "detect_faces", "detect_text", "nsfw")

@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from server.memory import TRIM_INTERVAL_S  # noqa: E402
+from server.ops.memory import TRIM_INTERVAL_S  # noqa: E402
 
 TYPES = ("objects", "detect_faces", "nsfw", "detect_text", "celebrities")
 PARAMS = {
@@ -142,9 +142,9 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 def raw_pipeline(type_: str, images: list[bytes]) -> dict:
     import torch
 
-    from models.device import choose_device
     from models.images import decode_image, inspect_image
     from models.registry import default_model
+    from models.runtimes.device import choose_device
     from server.settings import Settings
 
     settings = Settings(data_dir=Path(tempfile.mkdtemp()))
@@ -330,7 +330,7 @@ def soak(type_: str, total: int, concurrency: int, queue: int) -> None:
                 statuses[status] = statuses.get(status, 0) + 1
         elapsed = time.perf_counter() - started
         at_end = rss_mb(server.process.pid)
-        # An idle server gives the burst's heap back at its next idle check (server/memory.py).
+        # An idle server gives the burst's heap back at its next idle check (server/ops/memory.py).
         time.sleep(2 * TRIM_INTERVAL_S + 2)
         after = rss_mb(server.process.pid)
     finally:

@@ -1,6 +1,6 @@
 """dlib's face descriptor: dlib's own network against the torch port, side by side on this
 machine's CPU; prints milliseconds per face at each batch size and the largest descriptor
-difference. models/dlib_resnet.py's CPU_DEFAULT_RUNTIME is the faster one here.
+difference. models/celebrities/dlib_resnet.py's CPU_DEFAULT_RUNTIME is the faster one here.
 
 Usage: python scripts/bench_dlib_descriptor.py [--rounds 5] [--batches 1 4 8]
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.celebrities import CHIP_PADDING, CHIP_SIZE, dlib_models_dir
-from models.dlib_resnet import SOURCE_FILE, DlibDescriptor, TorchDescriptor
+from models.celebrities.dlib_faces import CHIP_PADDING, CHIP_SIZE, dlib_models_dir
+from models.celebrities.dlib_resnet import SOURCE_FILE, DlibDescriptor, TorchDescriptor
 
 
 def face_chips() -> list[np.ndarray]:

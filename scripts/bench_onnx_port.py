@@ -28,11 +28,11 @@ from matplotlib import cbook  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.datasets import load_sample_images  # noqa: E402
 
+from models.detect_text.ppocr import PpOcrV4TextReader  # noqa: E402
 from models.images import decode_image, inspect_image  # noqa: E402
-from models.nsfw import OpenNsfwClassifier  # noqa: E402
-from models.onnx_port import Runtime  # noqa: E402
+from models.nsfw.open_nsfw import OpenNsfwClassifier  # noqa: E402
 from models.options import ModelOptions  # noqa: E402
-from models.text import PpOcrV4TextReader  # noqa: E402
+from models.runtimes.onnx_port import Runtime  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from tests.rendered_text import render_pages  # noqa: E402
 

@@ -36,8 +36,8 @@ class RecognizerAPI(ls.LitAPI):
         self.type_ = type_
 
     def setup(self, device: str) -> None:
-        from models.device import choose_device
         from models.registry import default_model
+        from models.runtimes.device import choose_device
         from server.settings import get_settings
 
         self.settings = get_settings()
@@ -60,7 +60,7 @@ class RecognizerAPI(ls.LitAPI):
         return inputs  # a list of (image, item): the model stacks its own inputs
 
     def predict(self, batch):
-        from server.batching import run_batch
+        from server.pipeline.batching import run_batch
 
         # run_batch: one model.predict per group of equal input sizes (MTCNN's pyramid needs
         # them), as any LitServe user of these models would have to do.

@@ -12,9 +12,9 @@ import os
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
-from models.device import choose_device
 from models.images import decode_image, inspect_image
 from models.registry import default_model
+from models.runtimes.device import choose_device
 from server.settings import get_settings
 
 PARAMS = {

@@ -17,8 +17,8 @@ CLOSE_TIMEOUT_S = 2.0
 
 
 def _keys(settings: Settings):
-    from server.db import init_db, make_engine
-    from server.keys import KeyStore
+    from server.store.db import init_db, make_engine
+    from server.store.keys import KeyStore
 
     engine = make_engine(settings.resolved_database_url)
     init_db(engine)
@@ -44,10 +44,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn
 
-    from server import metrics
-    from server.db import init_db, make_engine
-    from server.logs import logging_config
-    from server.placement import gpu_requirement_problem
+    from server.pipeline.placement import gpu_requirement_problem
+    from server.store.db import init_db, make_engine
+    from server.telemetry import metrics
+    from server.telemetry.logs import logging_config
 
     problem = gpu_requirement_problem(settings)
     if problem is not None:
@@ -63,20 +63,20 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     engine.dispose()
     try:
         uvicorn.run(
-            "server.app:create_app",
+            "server.http.app:create_app",
             factory=True,
             host=args.host,
             port=args.port,
             workers=args.workers,
             log_level="info",
             log_config=log_config,
-            access_log=False,  # the app logs each request (server/observability.py)
-            # The app drains first on SIGTERM (server/drain.py); then only the last answers
+            access_log=False,  # the app logs each request (server/http/observability.py)
+            # The app drains first on SIGTERM (server/ops/drain.py); then only the last answers
             # being written are waited for.
             timeout_graceful_shutdown=CLOSE_TIMEOUT_S,
             proxy_headers=True,
             # Bounds on header size and header time, and answers for half-closed sockets.
-            http="server.http_protocol:GuardedHttpToolsProtocol",
+            http="server.http.protocol:GuardedHttpToolsProtocol",
         )
     finally:
         if made_dir is not None:
@@ -85,7 +85,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    from server.keys import KeyManagementError
+    from server.store.keys import KeyManagementError
 
     try:
         key = _keys(settings).create(args.name, args.quota, is_admin=args.admin)
@@ -108,7 +108,7 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from server.keys import KeyManagementError
+    from server.store.keys import KeyManagementError
 
     try:
         record = _keys(settings).revoke(args.key_or_name)
@@ -120,7 +120,7 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_set_quota(args: argparse.Namespace, settings: Settings) -> int:
-    from server.keys import KeyManagementError
+    from server.store.keys import KeyManagementError
 
     try:
         record = _keys(settings).set_quota(args.name, args.quota)
@@ -180,7 +180,7 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
         if serving[type_] is None:
             print(f"{type_:<14} (none: answers 503)")
     _print_placements(settings)
-    from models.fetch import load_manifest
+    from models.weights.fetch import load_manifest
 
     print("\nfetchable weights (`imagerecognize models fetch NAME`):")
     for entry in load_manifest().values():
@@ -191,8 +191,8 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def _print_placements(settings: Settings) -> None:
     """Where each served type computes, and whether IMAGERECOGNIZE_REQUIRE_GPU would start."""
-    from models.device import choose_device
-    from server.placement import gpu_requirement_problem, served_models
+    from models.runtimes.device import choose_device
+    from server.pipeline.placement import gpu_requirement_problem, served_models
 
     try:
         device = choose_device(settings.device)
@@ -208,7 +208,7 @@ def _print_placements(settings: Settings) -> None:
 
 
 def cmd_models_fetch(args: argparse.Namespace, settings: Settings) -> int:
-    from models.fetch import FetchError, fetch, load_manifest
+    from models.weights.fetch import FetchError, fetch, load_manifest
 
     manifest = load_manifest(Path(args.manifest)) if args.manifest else load_manifest()
     if args.all == bool(args.names):
@@ -258,7 +258,7 @@ def cmd_models_fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models_pack(args: argparse.Namespace, settings: Settings) -> int:
-    from models.bundle import BundleError, pack
+    from models.weights.bundle import BundleError, pack
 
     try:
         manifest = pack(settings.resolved_model_dir, Path(args.file))
@@ -271,7 +271,7 @@ def cmd_models_pack(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models_unpack(args: argparse.Namespace, settings: Settings) -> int:
-    from models.bundle import BundleError, unpack
+    from models.weights.bundle import BundleError, unpack
 
     try:
         manifest = unpack(Path(args.file), settings.resolved_model_dir)
@@ -288,11 +288,11 @@ def cmd_models_unpack(args: argparse.Namespace, settings: Settings) -> int:
 
 def _face_model(settings: Settings):
     """The gallery, and the celebrities model loaded in this process."""
-    from models.device import choose_device
     from models.registry import default_model
-    from server.db import init_db, make_engine
+    from models.runtimes.device import choose_device
     from server.errors import ModelUnavailableError
-    from server.gallery import Gallery
+    from server.store.db import init_db, make_engine
+    from server.store.gallery import Gallery
 
     engine = make_engine(settings.resolved_database_url)
     init_db(engine)
@@ -306,7 +306,7 @@ def _face_model(settings: Settings):
 
 
 def _enrol(settings: Settings, name: str, paths: list[Path]) -> int:
-    from server.gallery import GalleryError, enrolment_faces
+    from server.store.gallery import GalleryError, enrolment_faces
 
     gallery, model = _face_model(settings)
     try:
@@ -336,7 +336,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 def cmd_gallery_import(args: argparse.Namespace, settings: Settings) -> int:
     """One sub-folder per person; each photo enrolled on its own, so one bad photo is
     reported and skipped without losing the others."""
-    from server.gallery import GalleryError, enrolment_faces
+    from server.store.gallery import GalleryError, enrolment_faces
 
     root = Path(args.directory)
     if not root.is_dir():
@@ -374,8 +374,8 @@ def cmd_gallery_import(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_gallery_list(args: argparse.Namespace, settings: Settings) -> int:
     from models.registry import default_model
-    from server.db import init_db, make_engine
-    from server.gallery import Gallery
+    from server.store.db import init_db, make_engine
+    from server.store.gallery import Gallery
 
     engine = make_engine(settings.resolved_database_url)
     init_db(engine)
@@ -392,8 +392,8 @@ def cmd_gallery_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_gallery_remove(args: argparse.Namespace, settings: Settings) -> int:
-    from server.db import init_db, make_engine
-    from server.gallery import Gallery, GalleryError
+    from server.store.db import init_db, make_engine
+    from server.store.gallery import Gallery, GalleryError
 
     engine = make_engine(settings.resolved_database_url)
     init_db(engine)
@@ -421,7 +421,7 @@ def cmd_gallery_reindex(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
-    from server.analyze import job_from, run_analyze
+    from server.collection.analyze import job_from, run_analyze
 
     return run_analyze(
         job_from(args.sources, args.types, args.params, args.out),
@@ -562,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.func is cmd_analyze:
         # The API's parameter rules; a missing or bad one stops here, before any work.
-        from server.collection import UsageError, type_parameters
+        from server.collection.files import UsageError, type_parameters
 
         values = {
             "max_labels": args.max_labels,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 
 from models.images import ImageError, ImageErrorKind
-from server.gallery import GalleryError
+from server.store.gallery import GalleryError
 
 
 class ErrorKind(Enum):

@@ -19,11 +19,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from models.options import ModelOptions
-from server.app import create_app
-from server.db import init_db, make_engine
-from server.keys import KeyStore
+from server.http.app import create_app
+from server.http.state import AppState
 from server.settings import Settings
-from server.state import AppState
+from server.store.db import init_db, make_engine
+from server.store.keys import KeyStore
 from tests.databases import database_url, postgres_url  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,8 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from server.analyze import job_from, run_analyze
-from server.collection import ResultsFile, Tally, walk
+from server.collection.analyze import job_from, run_analyze
+from server.collection.files import ResultsFile, Tally, walk
 from tests.conftest import ROOT, encode, make_settings, run_cli
 
 TYPES = ("objects", "detect_faces", "nsfw")

@@ -17,12 +17,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from models.base import Analysis, Recognizer, WeightSource
-from models.faces import MtcnnFaceDetector
-from server.app import create_app
-from server.batching import Batcher, run_batch
+from models.detect_faces.mtcnn import MtcnnFaceDetector
 from server.errors import ModelUnavailableError
-from server.keys import KeyStore
-from server.torch_calls import TorchCalls
+from server.http.app import create_app
+from server.pipeline.batching import Batcher, run_batch
+from server.pipeline.torch_calls import TorchCalls
+from server.store.keys import KeyStore
 from tests.conftest import app_state, encode, make_settings, model_options
 
 
@@ -237,7 +237,7 @@ def test_torch_calls_run_side_by_side_sharing_the_threads() -> None:
 def test_side_by_side_batches_only_for_models_that_take_them(tmp_path: Path) -> None:
     """ModelManager gives a torch model several batchers' workers only when the loaded model
     takes concurrent calls: MTCNN does, dlib's own descriptor network does not."""
-    from server.model_manager import ModelManager
+    from server.pipeline.model_manager import ModelManager
 
     async def workers(type_: str, **overrides: object) -> int:
         settings = make_settings(tmp_path, torch_calls=2, **overrides)

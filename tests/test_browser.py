@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.keys import KeyStore
 from server.settings import Settings
+from server.store.keys import KeyStore
 from tests.conftest import ROOT, LiveServer, encode, key_store
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from models.bundle import MANIFEST_NAME, BundleError, pack, unpack
+from models.weights.bundle import MANIFEST_NAME, BundleError, pack, unpack
 from tests.conftest import run_cli
 
 DETECTOR = b"made-up detector weights " * 4000

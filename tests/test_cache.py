@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import update
 
-from models.faces import MtcnnFaceDetector
-from server.db import StoredResult, utcnow
-from server.keys import KeyStore
+from models.detect_faces.mtcnn import MtcnnFaceDetector
+from server.store.db import StoredResult, utcnow
+from server.store.keys import KeyStore
 from tests.conftest import app_state, encode, post_api
 
 pytestmark = pytest.mark.slow  # real models or live servers

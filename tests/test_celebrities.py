@@ -11,10 +11,10 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image, ImageEnhance
 
-from models.celebrities import FacenetFaceRecognizer
-from server.app import create_app
-from server.keys import KeyStore
+from models.celebrities.dlib_faces import FacenetFaceRecognizer
+from server.http.app import create_app
 from server.settings import Settings
+from server.store.keys import KeyStore
 from tests.conftest import app_state, encode, make_settings, post_api, run_cli
 
 pytestmark = pytest.mark.slow  # real models or live servers
@@ -248,7 +248,7 @@ def test_fetched_facenet_descriptor_answers(
 def test_exact_search_finds_the_nearest() -> None:
     import numpy as np
 
-    from server.gallery import GalleryMatrix
+    from server.store.gallery import GalleryMatrix
 
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(5000, 128)).astype(np.float32)

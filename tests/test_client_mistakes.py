@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from server.keys import KeyStore
+from server.store.keys import KeyStore
 from tests.conftest import encode
 
 

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from server.app import create_app
-from server.keys import KeyStore
+from server.http.app import create_app
+from server.store.keys import KeyStore
 from tests.conftest import app_state, encode, make_settings, post_api
 
 URL = "/api/v2/"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.content_type import api_media_type, asks_for_json
+from server.http.app import create_app
+from server.http.content_type import api_media_type, asks_for_json
 from tests.conftest import key_store, make_settings
 
 SITE = "https://shop.example"

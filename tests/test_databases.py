@@ -19,8 +19,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from server.app import create_app
-from server.db import (
+from server.errors import ApiError
+from server.http.app import create_app
+from server.settings import Settings
+from server.store.db import (
     MIGRATIONS,
     ApiKey,
     Base,
@@ -32,9 +34,7 @@ from server.db import (
     init_db,
     make_engine,
 )
-from server.errors import ApiError
-from server.keys import KeyManagementError, KeyStore, Reservation
-from server.settings import Settings
+from server.store.keys import KeyManagementError, KeyStore, Reservation
 from tests.conftest import ROOT, LiveServer, encode, make_settings
 from tests.test_cache import analyse, cache
 from tests.test_celebrities import GALLERY, celebrities, enrol
@@ -216,7 +216,7 @@ def test_migrations_make_the_models_schema(engine: Engine) -> None:
 @pytest.mark.slow
 def test_two_processes_migrating_at_once(database_url: str) -> None:
     script = (
-        "import sys; from server.db import init_db, make_engine; "
+        "import sys; from server.store.db import init_db, make_engine; "
         "init_db(make_engine(sys.argv[1]))"
     )
     processes = [

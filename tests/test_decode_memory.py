@@ -13,9 +13,9 @@ from PIL import Image
 
 from models.images import decode_image, inspect_image
 from server.errors import ModelUnavailableError
-from server.keys import KeyStore
-from server.pipeline import DecodeBudget
+from server.pipeline.analysis import DecodeBudget
 from server.settings import Settings
+from server.store.keys import KeyStore
 from tests.conftest import LiveServer, encode
 
 MB = 1024 * 1024

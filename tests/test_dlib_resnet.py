@@ -11,10 +11,9 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance
 
-from models import dlib_resnet
-from models.celebrities import DescribedFace, DlibFaceRecognizer, dlib_models_dir
-from models.common import sha256_of
-from models.dlib_resnet import (
+from models.celebrities import dlib_resnet
+from models.celebrities.dlib_faces import DescribedFace, DlibFaceRecognizer, dlib_models_dir
+from models.celebrities.dlib_resnet import (
     CONVERTED_FILE,
     SOURCE_FILE,
     DlibDescriptor,
@@ -24,6 +23,7 @@ from models.dlib_resnet import (
     descriptor_runtime,
     read_dlib_network,
 )
+from models.common import sha256_of
 from models.images import decode_image, inspect_image
 from tests.conftest import encode, model_options
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from models.faces import MtcnnFaceDetector
+from models.detect_faces.mtcnn import MtcnnFaceDetector
 from models.images import decode_image, inspect_image
-from models.nsfw import OpenNsfwClassifier
-from models.ssd_detector import SsdMobileNetV2Detector
+from models.nsfw.open_nsfw import OpenNsfwClassifier
+from models.objects.ssd_mobilenet import SsdMobileNetV2Detector
 from tests.conftest import encode, model_options
 
 pytestmark = pytest.mark.slow  # real models or live servers

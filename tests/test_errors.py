@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.faces import MtcnnFaceDetector
-from server.keys import KeyStore
+from models.detect_faces.mtcnn import MtcnnFaceDetector
+from server.store.keys import KeyStore
 from tests.conftest import encode
 
 URL = "/api/v2/"

@@ -8,7 +8,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.faces import MtcnnFaceDetector
+from models.detect_faces.mtcnn import MtcnnFaceDetector
 from models.images import decode_image, inspect_image
 from tests.conftest import encode, model_options, post_api
 

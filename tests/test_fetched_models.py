@@ -18,11 +18,11 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.easyocr_text import EasyOcrTextReader
-from models.faster_rcnn import FasterRcnnDetector
-from models.fetch import FetchError, ManifestEntry, fetch
-from server.app import create_app
-from server.keys import KeyStore
+from models.detect_text.easyocr_reader import EasyOcrTextReader
+from models.objects.faster_rcnn import FasterRcnnDetector
+from models.weights.fetch import FetchError, ManifestEntry, fetch
+from server.http.app import create_app
+from server.store.keys import KeyStore
 from tests.conftest import app_state, encode, make_settings
 
 pytestmark = pytest.mark.slow  # real models or live servers

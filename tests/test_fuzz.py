@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from server.app import create_app
+from server.http.app import create_app
 from tests.conftest import key_store, make_settings
 
 URL = "/api/v2/"

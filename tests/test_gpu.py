@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from models.base import Part, Recognizer, WeightSource
-from models.device import stack_to_device, tensor_to_device
-from models.faces import MtcnnFaceDetector
+from models.detect_faces.mtcnn import MtcnnFaceDetector
 from models.images import decode_image, inspect_image
-from models.nsfw import OpenNsfwClassifier
-from server import placement
-from server.batching import run_batch
+from models.nsfw.open_nsfw import OpenNsfwClassifier
+from models.runtimes.device import stack_to_device, tensor_to_device
+from server.pipeline import placement
+from server.pipeline.batching import run_batch
 from tests.conftest import ROOT, make_settings, run_cli
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -105,7 +105,7 @@ def test_serve_and_app_refuse_without_cuda_when_a_gpu_is_required(tmp_path: Path
     assert serve.stderr.startswith(expected)
     # Started by uvicorn itself (the app factory): the same line, no traceback.
     factory = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app", "--port", "1"],
+        [sys.executable, "-m", "uvicorn", "--factory", "server.http.app:create_app", "--port", "1"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert factory.returncode == 1

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from models.images import ImageError, ImageErrorKind
-from server.pipeline import AnalysisPipeline
+from server.pipeline.analysis import AnalysisPipeline
 from server.settings import Settings
 from tests.conftest import ROOT, encode
 
@@ -43,7 +43,7 @@ def test_unknown_model_names_are_refused() -> None:
 @pytest.mark.slow
 def test_pipeline_analyses_without_http(tmp_path: Path, astronaut: Image.Image) -> None:
     # Fix this thread's torch thread count before the pipeline's pools set theirs: torch gives
-    # a thread its count on first use, from whichever thread set one last (models/device.py),
+    # a thread its count on first use, from whichever thread set one last (runtimes/device.py),
     # and the int8 classifier's scores in later tests depend on it.
     torch.get_num_threads()
 

@@ -12,8 +12,8 @@ import pytest
 import requests
 from PIL import Image
 
-from server.keys import KeyStore
 from server.settings import Settings
+from server.store.keys import KeyStore
 from tests.conftest import LiveServer, encode
 
 pytestmark = pytest.mark.slow  # real models or live servers

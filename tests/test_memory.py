@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.memory import IdleTrimmer
+from server.ops.memory import IdleTrimmer
 
 
 def test_trims_once_after_a_burst_and_never_mid_request() -> None:

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from models.images import decode_image, inspect_image
-from models.nsfw import OpenNsfwClassifier
+from models.nsfw.open_nsfw import OpenNsfwClassifier
 from tests.conftest import encode, model_options, post_api
 
 pytestmark = pytest.mark.slow  # real models or live servers

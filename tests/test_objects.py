@@ -11,11 +11,11 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.coco import COCO_LABELS
 from models.common import package_dir
-from models.detections import Detection
 from models.images import decode_image, inspect_image
-from models.ssd_detector import SsdMobileNetV2Detector
+from models.objects.coco import COCO_LABELS
+from models.objects.detections import Detection
+from models.objects.ssd_mobilenet import SsdMobileNetV2Detector
 from server.settings import Settings
 from tests.conftest import encode, model_options, post_api
 
@@ -247,7 +247,7 @@ def test_compiled_classifier_gives_the_same_scores(
     folder for the next start."""
     from torch._dynamo.utils import counters
 
-    from models.device import torch_threads
+    from models.runtimes.device import torch_threads
 
     compiled = SsdMobileNetV2Detector(
         torch.device("cpu"), model_options(tmp_path, compile=True)
@@ -262,7 +262,7 @@ def test_compiled_classifier_gives_the_same_scores(
     for index, photo in enumerate(reference_photos.values()):
         pixels = eager.preprocess(photo.convert("RGB"))[None]
         expected = eager.predict(pixels)[0]
-        # A call given one thread (beside another, server/torch_calls.py) must not compile
+        # A call given one thread (beside another, server/pipeline/torch_calls.py) must not compile
         # the network again for that count.
         with torch_threads(1 if index % 2 else threads):
             got = compiled.predict(pixels)[0]
@@ -281,7 +281,7 @@ def test_without_a_compiler_the_classifier_runs_uncompiled(
 ) -> None:
     import shutil
 
-    from models.compiled import compile_network
+    from models.runtimes.compiled import compile_network
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
     net = torch.nn.Linear(2, 2)
@@ -292,9 +292,9 @@ def test_without_a_compiler_the_classifier_runs_uncompiled(
 def test_classifier_scores_do_not_depend_on_the_calls_threads(
     detector: SsdMobileNetV2Detector, reference_photos: dict[str, Image.Image]
 ) -> None:
-    """A call given fewer torch threads (beside other calls, server/torch_calls.py) scores
+    """A call given fewer torch threads (beside other calls, server/pipeline/torch_calls.py) scores
     exactly as one given all of them: the classifier keeps its own count."""
-    from models.device import torch_threads
+    from models.runtimes.device import torch_threads
 
     classifier = detector.classifier
     for photo in reference_photos.values():

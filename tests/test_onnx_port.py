@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-import models.onnx_port as onnx_port
+import models.runtimes.onnx_port as onnx_port
+from models.detect_text.ppocr import CLS_FILE, PpOcrV4TextReader
 from models.images import decode_image, inspect_image
-from models.nsfw import OpenNsfwClassifier
-from models.onnx_port import Runtime, TorchNetwork, cached_port, choose_runtime, port_path
+from models.nsfw.open_nsfw import OpenNsfwClassifier
 from models.options import ModelOptions
-from models.text import CLS_FILE, PpOcrV4TextReader
+from models.runtimes.onnx_port import Runtime, TorchNetwork, cached_port, choose_runtime, port_path
 from server.settings import Settings
 from tests.conftest import encode, model_options
 from tests.rendered_text import render_pages

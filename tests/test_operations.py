@@ -23,12 +23,12 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
-from server.app import create_app
-from server.drain import Drain
-from server.health import Readiness
-from server.keys import KeyStore
-from server.pipeline import AnalysisPipeline
+from server.http.app import create_app
+from server.ops.drain import Drain
+from server.ops.health import Readiness
+from server.pipeline.analysis import AnalysisPipeline
 from server.settings import Settings
+from server.store.keys import KeyStore
 from tests.conftest import ROOT, encode, free_port, make_settings, post_api
 
 METRIC_NAMES = {

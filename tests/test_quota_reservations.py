@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 
 from models.base import Analysis, ModelId
 from models.images import ImageInfo
-from server.db import QuotaReservation, StoredResult, init_db, make_engine
 from server.errors import ModelUnavailableError
-from server.keys import KeyStore
-from server.results import ResultStore
+from server.store.db import QuotaReservation, StoredResult, init_db, make_engine
+from server.store.keys import KeyStore
+from server.store.results import ResultStore
 from tests.conftest import ROOT, LiveServer, encode, make_settings
 
 
@@ -101,8 +101,8 @@ def test_reservations_of_a_killed_process_are_given_back(
     keys.create("k", quota=10)
     mine = keys.reserve(keys.find("k"))  # this process lives on: kept
     script = (
-        "import os, signal, sys; from server.db import make_engine; "
-        "from server.keys import KeyStore; keys = KeyStore(make_engine(sys.argv[1])); "
+        "import os, signal, sys; from server.store.db import make_engine; "
+        "from server.store.keys import KeyStore; keys = KeyStore(make_engine(sys.argv[1])); "
         "[keys.reserve(keys.find('k')) for _ in range(3)]; "
         "os.kill(os.getpid(), signal.SIGKILL)"
     )
@@ -135,9 +135,9 @@ class _SlowReserve(KeyStore):
 
 def test_a_request_cancelled_while_its_unit_is_taken_keeps_none(tmp_path: Path) -> None:
     """The early give-up: the thread takes the unit after the request was cancelled."""
-    from server.admission import admit
-    from server.pipeline import AnalysisPipeline
-    from server.upload import Upload
+    from server.http.upload import Upload
+    from server.pipeline.analysis import AnalysisPipeline
+    from server.service.admission import admit
 
     settings = make_settings(tmp_path / "data")
     engine = make_engine(settings.resolved_database_url)

@@ -16,11 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from server.app import RedactApiKeys, create_app
-from server.db import make_engine
-from server.gallery import EnrolledFace, Gallery
-from server.keys import KeyStore
+from server.http.app import RedactApiKeys, create_app
 from server.settings import Settings
+from server.store.db import make_engine
+from server.store.gallery import EnrolledFace, Gallery
+from server.store.keys import KeyStore
 from tests.conftest import encode, key_store, make_settings
 
 URL = "/api/v2/"

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from server.keys import KeyStore
 from server.settings import Settings
+from server.store.keys import KeyStore
 from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.slow

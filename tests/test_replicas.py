@@ -15,8 +15,8 @@ import pytest
 import requests
 from PIL import Image
 
-from server.db import init_db, make_engine
-from server.keys import KeyStore
+from server.store.db import init_db, make_engine
+from server.store.keys import KeyStore
 from tests.conftest import ROOT, LiveServer, encode, free_port
 from tests.databases import fresh_postgres_database
 from tests.test_live import _hammer

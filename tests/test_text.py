@@ -9,8 +9,8 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from models.detect_text.ppocr import PpOcrV4TextReader
 from models.images import decode_image, inspect_image
-from models.text import PpOcrV4TextReader
 from tests.conftest import encode, model_options, post_api
 from tests.rendered_text import LINES, character_error_rate, render_pages
 

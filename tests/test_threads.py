@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from models.device import set_thread_torch_threads
+from models.runtimes.device import set_thread_torch_threads
 
 
 def _count_seen_by_a_parallel_call() -> int:

@@ -1,0 +1,1 @@
+"""detect_faces: MTCNN from facenet-pytorch. Imports models' shared modules and runtimes."""

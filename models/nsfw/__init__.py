@@ -1,0 +1,1 @@
+"""nsfw: Yahoo open_nsfw. Imports models' shared modules and runtimes."""

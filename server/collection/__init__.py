@@ -1,0 +1,2 @@
+"""`imagerecognize analyze`: walking a collection, the resumable results file and the two
+engines (local, Ray). Imports the pipeline, the store and settings; never HTTP or the service."""

@@ -1,0 +1,307 @@
+"""The Ray engine of `imagerecognize analyze` (optional: `pip install '.[ray]'`).
+
+A Ray Data job: the driver lists the files → read bytes and sha256 (CPU tasks, skipping what
+the results file already holds) → for each type: decode (CPU tasks) → ``map_batches`` on a
+pool of actors that each load the type's model once (GPU actors where the cluster has GPUs)
+→ the driver writes the lines to the same results file, under the same resume rule. Ray Data
+streams blocks between the stages with backpressure, so memory stays bounded.
+
+Every node needs this package installed and the files at the same paths (a shared folder);
+celebrities needs the gallery's database (the data folder, or IMAGERECOGNIZE_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from server.collection.files import (
+    Found,
+    Job,
+    ResultsFile,
+    RunError,
+    Tally,
+    error_status,
+    line_key,
+    make_line,
+    read_file,
+    walk,
+)
+from server.settings import Settings
+
+FLUSH_LINES = 64
+FLUSH_S = 0.5
+CPU_ACTOR_CPUS = 0.5  # logical: leaves room for the read and decode tasks beside the actors
+
+
+def _node() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _with_node(row: dict[str, Any]) -> dict[str, Any]:
+    nodes = set(json.loads(row["nodes"]))
+    nodes.add(_node())
+    row["nodes"] = json.dumps(sorted(nodes))
+    return row
+
+
+def read_row(
+    row: dict[str, Any], types: list[str], params: dict[str, dict], done: set[int], max_bytes: int
+) -> dict[str, Any]:
+    """Reads one file (a CPU task); only the types whose line is missing stay pending."""
+    read = read_file(Found(row["path"]), max_bytes)
+    pending = [t for t in types if line_key(read.path, read.sha256, t, params[t]) not in done]
+    lines = []
+    if read.problem is not None:
+        status, message = error_status(read.problem)
+        lines = [
+            make_line(read.path, read.sha256, t, params[t], status, message, None)
+            for t in pending
+        ]
+        pending = []
+    return _with_node(
+        {
+            "path": read.path,
+            "sha256": read.sha256 or "",
+            "data": read.data or b"",
+            "pending": json.dumps(pending),
+            "lines": json.dumps(lines),
+            "nodes": "[]",
+            "rgb": b"",
+            "rgb_size": "null",
+            "info": "null",
+        }
+    )
+
+
+def decode_row(
+    row: dict[str, Any], type_: str, params: dict[str, Any], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Image checks and decoding for one type (a CPU task), at the size its model reads, so
+    that the answer is the API's for the same bytes."""
+    import dataclasses
+
+    from models.images import decode_image
+    from models.registry import default_model
+    from server.pipeline.analysis import inspect_upload
+
+    row["rgb"], row["rgb_size"], row["info"] = b"", "null", "null"
+    pending = json.loads(row["pending"])
+    if type_ not in pending:
+        return row
+    config = Settings(**settings)
+    cls = default_model(type_, config.model_for(type_), config.resolved_model_dir)
+    data = row["data"]
+    try:
+        info = inspect_upload(data, config)
+        image = decode_image(data, info, cls.input_max_side if cls else None)
+    except Exception as exc:
+        status, message = error_status(exc)
+        lines = json.loads(row["lines"])
+        lines.append(make_line(row["path"], row["sha256"], type_, params, status, message, None))
+        row["lines"] = json.dumps(lines)
+        row["pending"] = json.dumps([t for t in pending if t != type_])
+        return _with_node(row)
+    row["rgb"] = image.rgb.tobytes()
+    row["rgb_size"] = json.dumps(list(image.rgb.size))
+    row["info"] = json.dumps(dataclasses.asdict(info))
+    return _with_node(row)
+
+
+class ModelActor:
+    """One loaded model of one type; analyses the decoded images of a batch in one call."""
+
+    def __init__(self, type_: str, params: dict[str, Any], settings: dict[str, Any]):
+        import torch
+
+        from models.registry import default_model
+        from models.runtimes.device import choose_device
+        from server.store.db import init_db, make_engine
+        from server.store.gallery import Gallery
+
+        config = Settings(**settings)
+        device = choose_device(config.device)
+        if device.type == "cpu":
+            torch.set_num_threads(max(1, config.torch_threads))
+        engine = make_engine(config.resolved_database_url)
+        init_db(engine)
+        # The server's choice of model, built with the server's options.
+        cls = default_model(type_, config.model_for(type_), config.resolved_model_dir)
+        if cls is None:
+            raise RuntimeError(f"type {type_} has no model on this node")
+        model = cls(device, config.model_options(Gallery(engine)))
+        model.load()
+        self.type, self.params, self.model = type_, params, model
+
+    def __call__(self, batch: Any) -> Any:
+        from PIL import Image
+
+        from models.base import ModelId
+        from models.images import DecodedImage, ImageInfo
+        from server.pipeline.analysis import PipelineResult
+        from server.pipeline.batching import run_batch
+
+        rows = batch.to_dict("records")
+        todo = []
+        for row in rows:
+            if self.type in json.loads(row["pending"]) and row["rgb"]:
+                info = ImageInfo(**json.loads(row["info"]))
+                size = tuple(json.loads(row["rgb_size"]))
+                rgb = Image.frombytes("RGB", size, row["rgb"])
+                todo.append((row, DecodedImage(info, rgb)))
+        items = [self.model.preprocess(image) for _, image in todo]
+        outputs = run_batch(self.model, items) if items else []
+        model_id = ModelId(self.model.name, self.model.version)
+        for (row, image), item, output in zip(todo, items, outputs, strict=True):
+            if isinstance(output, BaseException):
+                status, message, data = *error_status(output), None
+            else:
+                try:
+                    analysis = self.model.postprocess(output, item, image, self.params)
+                    data = PipelineResult(self.type, image.info, model_id, analysis).data()
+                    status, message = 200, "OK"
+                except Exception as exc:
+                    status, message, data = *error_status(exc), None
+            lines = json.loads(row["lines"])
+            lines.append(
+                make_line(
+                    row["path"], row["sha256"], self.type, self.params, status, message, data
+                )
+            )
+            row["lines"] = json.dumps(lines)
+            row["pending"] = json.dumps([t for t in json.loads(row["pending"]) if t != self.type])
+        for row in rows:
+            row["rgb"] = b""
+            _with_node(row)
+        return type(batch)(rows)
+
+
+def run_ray(
+    job: Job,
+    settings: Settings,
+    results: ResultsFile,
+    tally: Tally,
+    address: str | None,
+    show: bool,
+) -> bool:
+    """Runs the job on Ray; False when it was interrupted before the end."""
+    try:
+        import ray
+    except ImportError:
+        raise RunError("--engine ray needs Ray: pip install 'imagerecognize[ray]'") from None
+    from models.registry import default_model
+
+    for type_ in job.types:  # a type without a model fails here, before any work
+        if default_model(type_, settings.model_for(type_), settings.resolved_model_dir) is None:
+            raise RunError(f"type {type_}: no model for it on this machine")
+    try:
+        ray.init(
+            address=address,
+            ignore_reinit_error=True,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    except Exception as exc:
+        raise RunError(f"cannot start or join Ray ({type(exc).__name__}: {exc})") from None
+    interrupted = False
+    try:
+        interrupted = not _run(ray, job, settings, results, tally, show)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        tally.close()
+        ray.shutdown()
+    return not interrupted
+
+
+def _run(ray: Any, job: Job, settings: Settings, results: ResultsFile, tally: Tally, show: bool):
+    from ray.data import DataContext
+
+    from models.registry import default_model
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    tally.open_bar()
+    paths = []
+    for found in walk(job.sources):
+        if found.problem is None:
+            paths.append({"path": found.path})
+            continue
+        status, message = error_status(found.problem)
+        lines = [
+            make_line(found.path, None, t, job.params[t], status, message, None)
+            for t in job.types
+            if line_key(found.path, None, t, job.params[t]) not in results
+        ]
+        results.append(lines)
+        tally.add(lines)
+    if not paths:
+        return True
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    nodes = max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+    config = settings.model_dump(mode="json")
+    params = job.params
+    blocks = min(len(paths), max(4 * nodes, len(paths) // 32))
+    ds = ray.data.from_items(paths, override_num_blocks=blocks)
+    ds = ds.map(
+        read_row,
+        fn_kwargs={
+            "types": list(job.types),
+            "params": params,
+            "done": results.keys,
+            "max_bytes": settings.max_upload_bytes,
+        },
+    )
+    for type_ in job.types:
+        cls = default_model(type_, settings.model_for(type_), settings.resolved_model_dir)
+        batch_size, _ = settings.batch_limits(
+            type_, cls.cuda_batch_size if gpus else cls.cpu_batch_size
+        )
+        ds = ds.map(
+            decode_row,
+            fn_kwargs={"type_": type_, "params": params[type_], "settings": config},
+        )
+        ds = ds.map_batches(
+            ModelActor,
+            fn_constructor_kwargs={"type_": type_, "params": params[type_], "settings": config},
+            batch_size=batch_size,
+            batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(size=gpus or nodes),
+            num_gpus=1 if gpus else 0,
+            num_cpus=1 if gpus else CPU_ACTOR_CPUS,
+        )
+    ds = ds.select_columns(["lines", "nodes"])
+    worked_on: set[str] = set()
+    buffered: list[list[dict[str, Any]]] = []
+    flushed = time.monotonic()
+
+    def flush() -> None:
+        results.append([line for lines in buffered for line in lines])
+        for lines in buffered:
+            tally.add(lines)
+        buffered.clear()
+
+    try:
+        for row in ds.iter_rows():
+            worked_on.update(json.loads(row["nodes"]))
+            buffered.append(json.loads(row["lines"]))
+            if len(buffered) >= FLUSH_LINES or time.monotonic() - flushed > FLUSH_S:
+                flush()
+                flushed = time.monotonic()
+    except KeyboardInterrupt:
+        flush()
+        return False
+    except Exception as exc:
+        flush()
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"the Ray job failed: {first}") from None
+    flush()
+    tally.nodes = len(worked_on)
+    return True

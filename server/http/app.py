@@ -1,0 +1,184 @@
+"""The FastAPI application: state created at start, released at stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from urllib.parse import unquote_plus
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.runtimes.device import choose_device
+from server import __version__
+from server.http.cors import install_browser_middleware
+from server.http.observability import ObservabilityMiddleware
+from server.http.ops_routes import router as ops_router
+from server.http.respond import RequestIdMiddleware, envelope
+from server.http.state import AppState, State
+from server.http.v2.gallery_routes import router as gallery_router
+from server.http.v2.routes import router
+from server.http.web import install_web
+from server.ops.drain import Drain
+from server.ops.health import Readiness
+from server.ops.memory import IdleTrimmer
+from server.pipeline.analysis import AnalysisPipeline
+from server.pipeline.placement import gpu_requirement_problem, log_placements
+from server.service.analysis import AnalysisService
+from server.settings import Settings, get_settings
+from server.store.db import init_db, make_engine
+from server.store.gallery import Gallery
+from server.store.keys import KeyStore
+from server.store.results import ResultStore
+from server.telemetry import metrics
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL_S = 3600.0
+RECLAIM_INTERVAL_S = 60.0
+# A reservation older than the request timeout plus this is abandoned whoever holds it.
+RESERVATION_GRACE_S = 300.0
+BLOCKING_THREADS = 8
+_QUERY_FIELD = re.compile(r"([?&])([^&=\s\"]*)=([^&\s\"]*)")
+
+
+def _redact_field(match: re.Match[str]) -> str:
+    # The server decodes field names ("api%6Bey" is apikey): judge the decoded name.
+    if unquote_plus(match.group(2)).strip().lower() == "apikey":
+        return f"{match.group(1)}{match.group(2)}=***"
+    return match.group(0)
+
+
+class RedactApiKeys(logging.Filter):
+    """Keeps API keys sent in query strings (GET type=cache) out of the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _QUERY_FIELD.sub(_redact_field, a) if isinstance(a, str) and "?" in a else a
+                for a in record.args
+            )
+        return True
+
+
+async def _purge_periodically(results: ResultStore) -> None:
+    while True:
+        try:
+            removed = await asyncio.to_thread(results.purge_expired)
+            if removed:
+                log.info("removed %d expired results", removed)
+        except Exception:
+            log.exception("purging expired results failed")
+        await asyncio.sleep(PURGE_INTERVAL_S)
+
+
+async def _reclaim_periodically(keys: KeyStore, older_than_s: float) -> None:
+    """Gives back quota units of analyses that will never store a result (their process is
+    gone): at start, and every minute for the other processes that share the database."""
+    while True:
+        try:
+            await asyncio.to_thread(keys.reclaim_abandoned, older_than_s)
+        except Exception:
+            log.exception("giving back abandoned quota reservations failed")
+        await asyncio.sleep(RECLAIM_INTERVAL_S)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    # Before anything starts: the one-line reason and exit status 1, no traceback, also under
+    # a bare `uvicorn --factory`; `serve` checks first, so that it never starts uvicorn.
+    problem = gpu_requirement_problem(settings)
+    if problem is not None:
+        raise SystemExit(f"error: {problem}")
+    drain = Drain(settings.shutdown_grace_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Keys' hashes, results and face crops: the owner's only (when created here).
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        engine = make_engine(settings.resolved_database_url)
+        await asyncio.to_thread(init_db, engine)
+        device = choose_device(settings.device)  # torch's threads: see ModelManager
+        gallery = Gallery(engine)
+        pipeline = AnalysisPipeline(settings, device, gallery=gallery)
+        keys = KeyStore(engine)
+        results = ResultStore(engine, settings.result_retention_days)
+        trimmer = IdleTrimmer()
+        abandoned_after_s = settings.request_timeout_s + RESERVATION_GRACE_S
+        await asyncio.to_thread(keys.reclaim_abandoned, abandoned_after_s)
+        app.state.imagerecognize = AppState(
+            settings=settings,
+            keys=keys,
+            results=results,
+            gallery=gallery,
+            pipeline=pipeline,
+            service=AnalysisService(keys, results, pipeline),
+            trimmer=trimmer,
+        )
+        # Threads for the handlers' short blocking calls (database): AnyIO's default of 40
+        # only adds memory, one malloc arena per thread.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = BLOCKING_THREADS
+        readiness = Readiness(pipeline, engine, drain)
+        app.state.readiness = readiness
+        log.info("imagerecognize %s on %s", __version__, device)
+        log_placements(settings, device)
+        if settings.preload:
+            await pipeline.preload()
+            await readiness.warm_up()
+        drain.install(asyncio.get_running_loop())
+        purge = asyncio.create_task(_purge_periodically(results))
+        trim = asyncio.create_task(trimmer.run())
+        reclaim = asyncio.create_task(_reclaim_periodically(keys, abandoned_after_s))
+        try:
+            yield
+        finally:
+            drain.uninstall()
+            purge.cancel()
+            trim.cancel()
+            reclaim.cancel()
+            await pipeline.close()
+            engine.dispose()
+            metrics.process_exiting()
+
+    logging.getLogger("uvicorn.access").addFilter(RedactApiKeys())
+    app = FastAPI(
+        title="imagerecognize",
+        version=__version__,
+        lifespan=lifespan,
+        redirect_slashes=False,
+        docs_url=None,  # /docs and /redoc, offline: server/http/web.py
+        redoc_url=None,
+    )
+    app.include_router(router)
+    app.include_router(gallery_router)
+    app.include_router(ops_router)
+    install_browser_middleware(app, settings)
+    install_web(app)
+    # Outermost (added last): every answer, a refused one too, has its id, its log line and
+    # its place in the metrics.
+    app.add_middleware(ObservabilityMiddleware, drain=drain)
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.get("/health")
+    async def health(state: State) -> dict[str, object]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "device": str(state.pipeline.device),
+            "models": state.pipeline.status(),
+        }
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        return envelope(exc.status_code, str(exc.detail), headers=exc.headers)  # 405's Allow
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, _exc: RequestValidationError):
+        return envelope(422, "Invalid request")
+
+    return app

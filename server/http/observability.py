@@ -1,0 +1,172 @@
+"""One record per HTTP request: what the access log line and the request metrics say.
+
+The middleware opens the record; lower layers add what only they know (the type from the
+upload, the model's batch size, whether the answer was stored or computed) through
+``current_request()``. Neither the key nor the query string nor any body is ever recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models.registry import API_TYPES
+from server.ops.drain import Drain
+from server.telemetry import metrics
+
+access_log = logging.getLogger("imagerecognize.access")
+
+API_PREFIX = "/api/v2"
+GALLERY_PREFIX = "/api/v2/gallery"
+# Probes and scrapes: never refused while draining, not counted as work in flight, and
+# logged at DEBUG when they succeed (a probe every few seconds would drown the log).
+PROBE_PATHS = frozenset({"/livez", "/readyz", "/health", "/metrics"})
+_KNOWN_TYPES = frozenset({*API_TYPES, "cache"})
+
+
+@dataclass
+class RequestRecord:
+    request_id: str
+    method: str
+    path: str
+    type: str | None = None
+    status: int | None = None
+    model: str | None = None
+    batch_size: int | None = None
+    stored: bool | None = None  # answered from a stored result (True) or computed
+
+    @property
+    def type_label(self) -> str:
+        """The type as a metric label: only names the server knows (bounded cardinality)."""
+        if self.path.startswith(GALLERY_PREFIX):
+            return "gallery"
+        return self.type if self.type in _KNOWN_TYPES else "unknown"
+
+    def fields(self, duration_ms: float) -> dict[str, Any]:
+        result = None if self.stored is None else ("stored" if self.stored else "computed")
+        return {
+            "request_id": self.request_id,
+            "method": self.method,
+            "path": self.path,
+            "type": self.type,
+            "status": self.status,
+            "ms": round(duration_ms, 1),
+            "model": self.model,
+            "batch_size": self.batch_size,
+            "result": result,
+        }
+
+
+_current: ContextVar[RequestRecord | None] = ContextVar("imagerecognize_request", default=None)
+
+
+def current_request() -> RequestRecord | None:
+    return _current.get()
+
+
+def note_type(type_: str | None) -> None:
+    """The type the request asked for (before any check)."""
+    if (record := _current.get()) is not None and type_:
+        record.type = type_.strip()[:40]
+
+
+def note_batch(size: int) -> None:
+    if (record := _current.get()) is not None:
+        record.batch_size = size
+
+
+def note_answer(data: Any) -> None:
+    """What a 200's ``data`` says about the analysis: type, model, stored or computed."""
+    record = _current.get()
+    if record is None or not isinstance(data, dict):
+        return
+    if isinstance(data.get("type"), str):
+        record.type = data["type"]
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name"), str):
+        record.model = model["name"]
+    if isinstance(data.get("cached"), bool):
+        record.stored = data["cached"]
+
+
+def format_text(fields: dict[str, Any]) -> str:
+    """``request <id> POST /api/v2/ type=objects status=200 ms=81.2 ...`` (set fields only)."""
+    head = f"request {fields['request_id']} {fields['method']} {fields['path']}"
+    rest = " ".join(
+        f"{name}={value}"
+        for name, value in fields.items()
+        if name not in ("request_id", "method", "path") and value is not None
+    )
+    return f"{head} {rest}"
+
+
+async def _refuse_draining(send: Send) -> None:
+    body = json.dumps(
+        {"status": 503, "status_message": "Service unavailable: server shutting down", "data": None}
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ObservabilityMiddleware:
+    """Times every request, counts API requests in the metrics, writes one access log line,
+    and while the server drains answers new requests 503 (nothing done, nothing charged: a
+    client or proxy may retry them elsewhere) and counts those still in flight."""
+
+    def __init__(self, app: ASGIApp, drain: Drain):
+        self.app = app
+        self.drain = drain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        state = scope.setdefault("state", {})
+        record = RequestRecord(state.get("request_id", "-"), scope["method"], path)
+        token = _current.set(record)
+
+        async def send_recorded(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+            await send(message)
+
+        probe = path in PROBE_PATHS
+        try:
+            if self.drain.draining and not probe:
+                await _refuse_draining(send_recorded)
+            else:
+                with contextlib.nullcontext() if probe else self.drain.in_flight():
+                    await self.app(scope, receive, send_recorded)
+        finally:
+            _current.reset(token)
+            self._record(record, time.perf_counter() - started, probe)
+
+    @staticmethod
+    def _record(record: RequestRecord, seconds: float, probe: bool) -> None:
+        status = record.status if record.status is not None else 500
+        record.status = status
+        if record.path.startswith(API_PREFIX):
+            label = record.type_label
+            metrics.REQUESTS.labels(label, str(status)).inc()
+            metrics.REQUEST_DURATION.labels(label).observe(seconds)
+        level = logging.DEBUG if probe and status < 400 else logging.INFO
+        if access_log.isEnabledFor(level):
+            fields = record.fields(seconds * 1000.0)
+            access_log.log(level, format_text(fields), extra=fields)

@@ -1,0 +1,108 @@
+"""/api/v2/gallery/: the operator's gallery of known people, for admin keys only.
+
+POST   /api/v2/gallery/                       apikey, name, file (one or more): enrol
+GET    /api/v2/gallery/?apikey=…              list people and their faces
+DELETE /api/v2/gallery/{name}?apikey=…        remove a person and their descriptors
+DELETE /api/v2/gallery/{name}/faces/{id}?apikey=…   remove one face
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from server.errors import ApiError, ErrorKind
+from server.http.respond import respond
+from server.http.state import AppState, State
+from server.http.upload import Upload, UploadTooLargeError, read_upload
+from server.store.gallery import check_name, check_source, enrolment_faces
+
+router = APIRouter()
+TYPE = "celebrities"
+MAX_FACE_ID = 2**63 - 1  # face ids are 64-bit database keys
+
+
+def _face_id(text: str) -> int:
+    """The face id of a route, or 421 (a larger int overflows the database driver: 500)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_FACE_ID:
+        raise ApiError(ErrorKind.INVALID_PARAMETER, f"face id (an integer up to {MAX_FACE_ID})")
+    return int(text)
+
+
+async def admin_upload(request: Request, state: AppState) -> Upload:
+    """The request's fields and photos, from an admin key: else 413, 400 or 401."""
+    try:
+        upload = await read_upload(request, state.settings.max_upload_bytes)
+    except UploadTooLargeError:
+        raise ApiError(ErrorKind.IMAGE_TOO_LARGE) from None
+    apikey = upload.fields.get("apikey", "").strip()
+    if not apikey:
+        raise ApiError(ErrorKind.APIKEY_MISSING)
+    key = await run_in_threadpool(state.keys.authenticate, apikey)
+    if key is None:
+        raise ApiError(ErrorKind.APIKEY_INVALID)
+    if not key.is_admin:
+        raise ApiError(ErrorKind.APIKEY_NOT_ADMIN)
+    return upload
+
+
+@router.post("/api/v2/gallery/")
+@router.post("/api/v2/gallery", include_in_schema=False)
+async def enrol(request: Request, state: State) -> JSONResponse:
+    async def work() -> Any:
+        upload = await admin_upload(request, state)
+        name = upload.fields.get("name", "").strip()
+        if not name:
+            raise ApiError(ErrorKind.INVALID_PARAMETER, "name (missing)")
+        photos = upload.files
+        if not photos:
+            raise ApiError(ErrorKind.INVALID_PARAMETER, "file (missing)")
+        # What the database cannot hold is refused before the model runs.
+        check_name(name)
+        for source, _ in photos:
+            check_source(source)
+        batcher = await state.pipeline.batcher(TYPE)
+        model = batcher.model
+        faces = await batcher.run_in_model_threads(
+            enrolment_faces, model, photos, state.settings.max_image_pixels
+        )
+        return await run_in_threadpool(state.gallery.enrol, name, faces, model.descriptor_name)
+
+    return await respond(request, work)
+
+
+@router.get("/api/v2/gallery/")
+@router.get("/api/v2/gallery", include_in_schema=False)
+async def people(request: Request, state: State) -> JSONResponse:
+    async def work() -> Any:
+        await admin_upload(request, state)
+        descriptor = state.pipeline.model_class(TYPE).descriptor_name
+        return {"people": await run_in_threadpool(state.gallery.people, descriptor)}
+
+    return await respond(request, work)
+
+
+# Names may hold "/" (path converters); this route comes first, as the person's would
+# also match ".../faces/ID".
+@router.delete("/api/v2/gallery/{name:path}/faces/{face_id}")
+async def remove_face(request: Request, state: State, name: str, face_id: str) -> JSONResponse:
+    async def work() -> Any:
+        await admin_upload(request, state)
+        number = _face_id(face_id)
+        await run_in_threadpool(state.gallery.remove_face, name, number)
+        return {"removed": {"name": name, "face": number}}
+
+    return await respond(request, work)
+
+
+@router.delete("/api/v2/gallery/{name:path}")
+async def remove_person(request: Request, state: State, name: str) -> JSONResponse:
+    async def work() -> Any:
+        await admin_upload(request, state)
+        await run_in_threadpool(state.gallery.remove_person, name)
+        return {"removed": name}
+
+    return await respond(request, work)

@@ -1,0 +1,73 @@
+"""The /api/v2/ endpoint: read the upload, admit (server/service/admission.py), answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from server.errors import ApiError, ErrorKind
+from server.http.observability import note_type
+from server.http.respond import error_response, respond
+from server.http.state import State
+from server.http.upload import UploadTooLargeError, read_upload
+from server.service.admission import admit
+from server.service.checks import CACHE_TYPE
+
+router = APIRouter()
+
+T = TypeVar("T")
+
+
+async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Runs ``work`` (after the body has been read) and cancels it if the client goes away
+    first: a request still waiting for its model is dropped before the model call, and
+    quota reserved for it is refunded. uvicorn itself lets such a handler run to the end."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled():
+            raise  # cancelled from outside, not by the client leaving
+        raise ApiError(ErrorKind.CLIENT_CLOSED) from None
+    finally:
+        watcher.cancel()
+
+
+@router.api_route("/api/v2/", methods=["GET", "POST"])
+async def api_v2(request: Request, state: State) -> JSONResponse:
+    async def work() -> dict[str, Any]:
+        try:
+            upload, cut_off = await read_upload(request, state.settings.max_upload_bytes), False
+        except UploadTooLargeError as exc:
+            upload, cut_off = exc.upload, True
+        note_type(upload.fields.get("type"))
+        admitted = await admit(
+            state.keys,
+            state.results,
+            state.pipeline,
+            upload,
+            request.method == "GET",
+            cut_off=cut_off,
+        )
+        if admitted.type == CACHE_TYPE:
+            return await state.service.cache(admitted)
+        return await until_disconnected(request, state.service.analyze(admitted))
+
+    return await respond(request, work)
+
+
+@router.api_route("/api/v2", methods=["GET", "POST"])
+async def api_v2_without_slash(request: Request) -> JSONResponse:
+    # The original answers 300 here: "Note the slash at the end after version number".
+    return error_response(ApiError(ErrorKind.NO_DATA))

@@ -1,0 +1,96 @@
+"""The checks of a request's type (420) and parameters (421); server/service/admission.py runs them
+in their place among the others."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from models.registry import API_TYPES
+from server.errors import ApiError, ErrorKind
+from server.http.upload import Upload
+
+CACHE_TYPE = "cache"
+ALL_TYPES = (*API_TYPES, CACHE_TYPE)
+
+# ASCII digits only (int() also takes Arabic-Indic and full-width digits), and few enough
+# that int() never meets Python's 4,300-digit limit; leading zeros are allowed.
+_DECIMAL = re.compile(r"^\s*[+-]?[0-9]{1,20}\s*$", re.ASCII)
+# No parameter is meaningful beyond this; larger values are refused, not clamped.
+MAX_INT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class IntRule:
+    minimum: int
+    maximum: int | None
+    required: bool
+
+    def accepts(self, value: int) -> bool:
+        return self.minimum <= value <= (MAX_INT if self.maximum is None else self.maximum)
+
+    def describe(self) -> str:
+        if self.maximum is None:
+            return f"an integer from {self.minimum} to {MAX_INT}"
+        return f"an integer from {self.minimum} to {self.maximum}"
+
+
+# The parameters of each type; fields that do not belong to a type are ignored.
+TYPE_PARAMETERS: dict[str, dict[str, IntRule]] = {
+    "objects": {
+        "max_labels": IntRule(1, None, required=True),
+        "min_confidence": IntRule(0, 100, required=True),
+    },
+    "nsfw": {"nsfw_min_confidence": IntRule(0, 100, required=True)},
+    "cache": {"limit": IntRule(1, 100, required=False)},
+}
+CACHE_DEFAULT_LIMIT = 10
+MAX_RESULT_ID_CHARS = 32  # StoredResult.id: a uuid4 in hex
+
+
+def parse_int(value: str) -> int | None:
+    """A decimal integer string ("80", " 80 ", "+80") to int; anything else to None."""
+    if not _DECIMAL.match(value):
+        return None
+    return int(value)
+
+
+def check_type(upload: Upload, is_get: bool, partial: bool = False) -> str | None:
+    """The type, or 420. With ``partial`` (body cut short) a missing type is not an error."""
+    type_ = upload.fields.get("type")
+    if type_ is None and partial:
+        return None
+    type_ = (type_ or "").strip()
+    if type_ not in ALL_TYPES or (is_get and type_ != CACHE_TYPE):
+        raise ApiError(ErrorKind.INVALID_TYPE)
+    return type_
+
+
+def check_parameters(type_: str, upload: Upload, partial: bool = False) -> dict[str, Any]:
+    """The type's parameters as ints, or 421 naming every missing or malformed one."""
+    problems: list[str] = []
+    if type_ != CACHE_TYPE and upload.file is None and not partial:
+        problems.append("file (missing)")
+    params: dict[str, Any] = {}
+    for name, rule in TYPE_PARAMETERS.get(type_, {}).items():
+        raw = upload.fields.get(name)
+        if raw is None or raw.strip() == "":
+            if rule.required and not partial:
+                problems.append(f"{name} (missing, must be {rule.describe()})")
+            continue
+        value = parse_int(raw)
+        if value is None or not rule.accepts(value):
+            problems.append(f"{name} (must be {rule.describe()})")
+            continue
+        params[name] = value
+    if type_ == CACHE_TYPE and "id" in upload.fields:
+        result_id = upload.fields["id"].strip()
+        # No stored id is longer or holds NUL, which PostgreSQL refuses outright (500).
+        if len(result_id) > MAX_RESULT_ID_CHARS or "\x00" in result_id:
+            problems.append("id (no such result for this key)")
+        else:
+            params["id"] = result_id
+    if problems:
+        raise ApiError(ErrorKind.INVALID_PARAMETER, ", ".join(problems))
+    return params
