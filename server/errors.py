@@ -5,7 +5,6 @@ from __future__ import annotations
 from enum import Enum
 
 from models.images import ImageError, ImageErrorKind
-from server.store.gallery import GalleryError
 
 
 class ErrorKind(Enum):
@@ -68,6 +67,11 @@ class ModelUnavailableError(ApiError):
         super().__init__(ErrorKind.UNAVAILABLE, detail, retry_after)
 
 
+class InputError(Exception):
+    """Input that a layer below HTTP refuses (a gallery name, a person's photo count); its
+    message is safe to show and is answered 421 with it."""
+
+
 # What a client is told of an image the image module refused.
 IMAGE_ERRORS = {
     ImageErrorKind.INVALID_FILE: ErrorKind.INVALID_FILE,
@@ -82,6 +86,6 @@ def api_error(exc: Exception) -> ApiError | None:
         return exc
     if isinstance(exc, ImageError):
         return ApiError(IMAGE_ERRORS[exc.kind])
-    if isinstance(exc, GalleryError):
+    if isinstance(exc, InputError):
         return ApiError(ErrorKind.INVALID_PARAMETER, str(exc))
     return None

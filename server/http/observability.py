@@ -1,8 +1,8 @@
 """One record per HTTP request: what the access log line and the request metrics say.
 
-The middleware opens the record; lower layers add what only they know (the type from the
-upload, the model's batch size, whether the answer was stored or computed) through
-``current_request()``. Neither the key nor the query string nor any body is ever recorded.
+The middleware opens the record (server/telemetry/requests.py); lower layers add what only
+they know (the type from the upload, the model's batch size, whether the answer was stored or
+computed). Neither the key nor the query string nor any body is ever recorded.
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ import contextlib
 import json
 import logging
 import time
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.registry import API_TYPES
+from server.catalog import ALL_TYPES
 from server.ops.drain import Drain
-from server.telemetry import metrics
+from server.telemetry import metrics, requests
+from server.telemetry.requests import RequestRecord
 
 access_log = logging.getLogger("imagerecognize.access")
 
@@ -28,72 +27,14 @@ GALLERY_PREFIX = "/api/v2/gallery"
 # Probes and scrapes: never refused while draining, not counted as work in flight, and
 # logged at DEBUG when they succeed (a probe every few seconds would drown the log).
 PROBE_PATHS = frozenset({"/livez", "/readyz", "/health", "/metrics"})
-_KNOWN_TYPES = frozenset({*API_TYPES, "cache"})
+_KNOWN_TYPES = frozenset(ALL_TYPES)
 
 
-@dataclass
-class RequestRecord:
-    request_id: str
-    method: str
-    path: str
-    type: str | None = None
-    status: int | None = None
-    model: str | None = None
-    batch_size: int | None = None
-    stored: bool | None = None  # answered from a stored result (True) or computed
-
-    @property
-    def type_label(self) -> str:
-        """The type as a metric label: only names the server knows (bounded cardinality)."""
-        if self.path.startswith(GALLERY_PREFIX):
-            return "gallery"
-        return self.type if self.type in _KNOWN_TYPES else "unknown"
-
-    def fields(self, duration_ms: float) -> dict[str, Any]:
-        result = None if self.stored is None else ("stored" if self.stored else "computed")
-        return {
-            "request_id": self.request_id,
-            "method": self.method,
-            "path": self.path,
-            "type": self.type,
-            "status": self.status,
-            "ms": round(duration_ms, 1),
-            "model": self.model,
-            "batch_size": self.batch_size,
-            "result": result,
-        }
-
-
-_current: ContextVar[RequestRecord | None] = ContextVar("imagerecognize_request", default=None)
-
-
-def current_request() -> RequestRecord | None:
-    return _current.get()
-
-
-def note_type(type_: str | None) -> None:
-    """The type the request asked for (before any check)."""
-    if (record := _current.get()) is not None and type_:
-        record.type = type_.strip()[:40]
-
-
-def note_batch(size: int) -> None:
-    if (record := _current.get()) is not None:
-        record.batch_size = size
-
-
-def note_answer(data: Any) -> None:
-    """What a 200's ``data`` says about the analysis: type, model, stored or computed."""
-    record = _current.get()
-    if record is None or not isinstance(data, dict):
-        return
-    if isinstance(data.get("type"), str):
-        record.type = data["type"]
-    model = data.get("model")
-    if isinstance(model, dict) and isinstance(model.get("name"), str):
-        record.model = model["name"]
-    if isinstance(data.get("cached"), bool):
-        record.stored = data["cached"]
+def type_label(record: RequestRecord) -> str:
+    """The type as a metric label: only names the server knows (bounded cardinality)."""
+    if record.path.startswith(GALLERY_PREFIX):
+        return "gallery"
+    return record.type if record.type in _KNOWN_TYPES else "unknown"
 
 
 def format_text(fields: dict[str, Any]) -> str:
@@ -140,7 +81,7 @@ class ObservabilityMiddleware:
         path: str = scope["path"]
         state = scope.setdefault("state", {})
         record = RequestRecord(state.get("request_id", "-"), scope["method"], path)
-        token = _current.set(record)
+        token = requests.current.set(record)
 
         async def send_recorded(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -155,7 +96,7 @@ class ObservabilityMiddleware:
                 with contextlib.nullcontext() if probe else self.drain.in_flight():
                     await self.app(scope, receive, send_recorded)
         finally:
-            _current.reset(token)
+            requests.current.reset(token)
             self._record(record, time.perf_counter() - started, probe)
 
     @staticmethod
@@ -163,7 +104,7 @@ class ObservabilityMiddleware:
         status = record.status if record.status is not None else 500
         record.status = status
         if record.path.startswith(API_PREFIX):
-            label = record.type_label
+            label = type_label(record)
             metrics.REQUESTS.labels(label, str(status)).inc()
             metrics.REQUEST_DURATION.labels(label).observe(seconds)
         level = logging.DEBUG if probe and status < 400 else logging.INFO

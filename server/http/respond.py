@@ -15,8 +15,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import ApiError, ErrorKind, api_error
-from server.http.observability import note_answer
 from server.http.state import get_state
+from server.telemetry.requests import note_answer
 
 log = logging.getLogger(__name__)
 

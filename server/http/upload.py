@@ -7,7 +7,6 @@ declared Content-Length is already too large.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from python_multipart import MultipartParser
@@ -15,23 +14,13 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
+from server.service.form import Upload
+
 FILE_FIELD = "file"
 # Room for the form's other fields and the multipart framing beyond the file itself.
 FORM_OVERHEAD_BYTES = 256 * 1024
 MAX_FIELD_BYTES = 64 * 1024
 MAX_URLENCODED_BYTES = 1024 * 1024
-
-
-@dataclass
-class Upload:
-    fields: dict[str, str] = field(default_factory=dict)
-    file: bytes | None = None  # the first part named "file"
-    # Every part named "file", with its filename (gallery enrolment takes several photos).
-    files: list[tuple[str, bytes]] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not self.fields and self.file is None
 
 
 class UploadTooLargeError(Exception):

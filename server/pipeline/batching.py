@@ -18,9 +18,9 @@ from typing import Any
 
 from models.base import Recognizer
 from server.errors import ModelUnavailableError
-from server.http.observability import note_batch
 from server.pipeline.torch_calls import TorchCalls
 from server.telemetry import metrics
+from server.telemetry.requests import note_batch
 
 log = logging.getLogger(__name__)
 

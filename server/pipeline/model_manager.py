@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from starlette.concurrency import run_in_threadpool
 
 from models.base import Recognizer
 from models.options import FaceGallery
-from models.registry import API_TYPES, default_model
+from models.types import API_TYPES
 from server.errors import ModelUnavailableError
 from server.pipeline.batching import Batcher
 from server.pipeline.torch_calls import TorchCalls
@@ -64,7 +63,7 @@ class ModelManager:
         self._slots: dict[str, _Slot] = {}
         for type_ in API_TYPES:
             try:
-                cls = default_model(type_, settings.model_for(type_), settings.resolved_model_dir)
+                cls = settings.model_class(type_)
             except LookupError as exc:
                 # A misconfigured type fails alone; say why in the log and in its 503.
                 log.error("type %s: %s", type_, exc)
@@ -125,7 +124,7 @@ class ModelManager:
         elif cls.uses_torch:
             model = await self.torch_calls.submit(self._load, slot)
         else:
-            model = await run_in_threadpool(self._load, slot)
+            model = await asyncio.to_thread(self._load, slot)
         if slot.batcher is None:
             # A model may compute with torch only once loaded (an ONNX network's torch port):
             # then its calls, too, belong to the torch threads.

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.images import ImageError, decode_image, inspect_image
+from server.errors import InputError
 from server.store.db import FaceDescriptor, GalleryFace, GalleryState, Person
 
 STATE_ROW = 1
@@ -23,7 +24,7 @@ MAX_NAME_CHARS = 200  # Person.name
 MAX_SOURCE_CHARS = 500  # GalleryFace.source
 
 
-class GalleryError(Exception):
+class GalleryError(InputError):
     """A gallery operation that cannot be carried out; the message is for the operator."""
 
 

@@ -9,13 +9,13 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from server.catalog import CACHE_TYPE
 from server.errors import ApiError, ErrorKind
-from server.http.observability import note_type
 from server.http.respond import error_response, respond
 from server.http.state import State
 from server.http.upload import UploadTooLargeError, read_upload
 from server.service.admission import admit
-from server.service.checks import CACHE_TYPE
+from server.telemetry.requests import note_type
 
 router = APIRouter()
 
