@@ -15,9 +15,7 @@ from models.detect_text.ppocr import PpOcrV4TextReader
 from models.nsfw.open_nsfw import OpenNsfwClassifier
 from models.objects.faster_rcnn import FasterRcnnDetector
 from models.objects.ssd_mobilenet import SsdMobileNetV2Detector
-
-# The analysis types of the API (type=cache is answered from stored results, by no model).
-API_TYPES = ("objects", "celebrities", "detect_faces", "detect_text", "nsfw")
+from models.types import API_TYPES
 
 MODELS: tuple[type[Recognizer], ...] = (
     SsdMobileNetV2Detector,

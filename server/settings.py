@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.options import FaceGallery, FacesOptions, ModelOptions, OnnxOptions
+from models.types import API_TYPES
+
+if TYPE_CHECKING:
+    from models.base import Recognizer
 
 
 def _default_threads() -> int:
@@ -60,10 +64,7 @@ class Settings(BaseSettings):
         "CELEBRITIES_DESCRIPTOR_RUNTIME) all stop it. `imagerecognize models list` shows "
         "where each model runs.",
     )
-    half_precision: dict[
-        Literal["objects", "celebrities", "detect_faces", "detect_text", "nsfw"],
-        Literal["fp16", "bf16"],
-    ] = Field(
+    half_precision: dict[Literal[API_TYPES], Literal["fp16", "bf16"]] = Field(  # type: ignore[valid-type]
         {},
         description='Per type, as JSON (`{"nsfw": "fp16"}`): run that model\'s batches under '
         "torch autocast to fp16 or bf16. Only on CUDA (ignored on the CPU, where results stay "
@@ -264,6 +265,13 @@ class Settings(BaseSettings):
             "detect_text": self.text_model,
             "nsfw": self.nsfw_model,
         }[type_]
+
+    def model_class(self, type_: str) -> type[Recognizer] | None:
+        """The class of the model serving ``type_`` (None: the type has none); an unknown
+        model name raises ``UnknownModelError`` naming the known ones."""
+        from models.registry import default_model  # loads torch: only when asked
+
+        return default_model(type_, self.model_for(type_), self.resolved_model_dir)
 
     def model_options(self, gallery: FaceGallery | None = None) -> ModelOptions:
         """What every model is built with; ``gallery``: the one celebrities match against."""

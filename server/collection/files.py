@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.registry import API_TYPES
+from server.catalog import API_TYPES, TYPE_PARAMETERS
 from server.errors import ApiError, ErrorKind, api_error
-from server.service.checks import TYPE_PARAMETERS
 
 READ_CHUNK = 1 << 20
 OK = (200, "OK")
@@ -48,7 +47,7 @@ class Job:
 
 
 def type_parameters(types: Iterable[str], values: dict[str, int | None]) -> dict[str, dict]:
-    """Each type's parameters under the API's rules (server.service.checks.TYPE_PARAMETERS): a
+    """Each type's parameters under the API's rules (server/catalog.py): a
     required one missing or out of range is a usage error, named as the API names it."""
     params: dict[str, dict[str, int]] = {}
     problems: list[str] = []

@@ -13,9 +13,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from models.registry import API_TYPES
+from server.catalog import ALL_TYPES, API_TYPES, CACHE_TYPE, TYPES
 from server.errors import ErrorKind
-from server.service.checks import ALL_TYPES, CACHE_TYPE
 
 DESCRIBED_HERE = "/api/v2"
 ENVELOPE_REF = {"$ref": "#/components/schemas/Envelope"}
@@ -125,10 +124,13 @@ ANALYSIS_FORM = {
         "type": {"type": "string", "enum": list(ALL_TYPES), "description": "The analysis."},
         "file": {"type": "string", "format": "binary",
                  "description": "The image, PNG or JPEG (all types but cache)."},
-        "max_labels": _integer("objects: most labels returned.", 1),
-        "min_confidence": _integer("objects: lowest confidence returned.", 0, 100),
-        "nsfw_min_confidence": _integer("nsfw: lowest confidence returned.", 0, 100),
-        "limit": _integer("cache: most results returned (default 10).", 1, 100),
+        **{
+            parameter.name: _integer(
+                f"{type_.name}: {parameter.help}.", parameter.minimum, parameter.maximum
+            )
+            for type_ in TYPES.values()
+            for parameter in type_.parameters
+        },
         "id": {"type": "string", "description": "cache: one stored result."},
     },
 }

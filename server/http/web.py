@@ -6,14 +6,16 @@ and ReDoc from the files the fastapi-offline package ships, so nothing needs the
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from models.types import ANALYSIS_TYPES
 from server.http.openapi import install_openapi
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -37,9 +39,11 @@ def install_web(app: FastAPI) -> None:
     openapi_url = app.openapi_url or "/openapi.json"
     install_openapi(app)
 
+    page_html = render_page((STATIC_DIR / "index.html").read_text())
+
     @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
+    async def page() -> HTMLResponse:
+        return HTMLResponse(page_html)
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
@@ -64,6 +68,32 @@ def install_web(app: FastAPI) -> None:
             with_google_fonts=False,
         )
         return _local_only(page)
+
+
+def render_page(template: str) -> str:
+    """The page with its type menu and parameter fields from the API's catalogue (the first
+    type's fields shown, the others' hidden until their type is chosen)."""
+    types = list(ANALYSIS_TYPES.values())
+    options = [
+        f'          <option value="{escape(t.name)}">{escape(t.name)}</option>'
+        for t in types
+    ]
+    fields = []
+    for type_ in types:
+        hidden = "" if type_ is types[0] else " hidden"
+        for parameter in type_.parameters:
+            name = escape(parameter.name)
+            limits = f'min="{parameter.minimum}"'
+            if parameter.maximum is not None:
+                limits += f' max="{parameter.maximum}"'
+            fields.append(
+                f'      <label class="param" data-for="{escape(type_.name)}"{hidden}>{name}\n'
+                f'        <input type="number" id="{name}" name="{name}" {limits} '
+                f'value="{parameter.example}"></label>'
+            )
+    return template.replace("          <!-- types -->", "\n".join(options)).replace(
+        "      <!-- parameters -->", "\n".join(fields)
+    )
 
 
 def _local_only(response: HTMLResponse) -> HTMLResponse:

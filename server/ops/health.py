@@ -16,9 +16,9 @@ from PIL import Image
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from server.catalog import TYPE_PARAMETERS
 from server.ops.drain import Drain
 from server.pipeline.analysis import AnalysisPipeline
-from server.service.checks import TYPE_PARAMETERS
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from models.base import Part, Recognizer
-from models.registry import API_TYPES, default_model
 from models.runtimes.device import choose_device
+from models.types import API_TYPES
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def served_models(settings: Settings, device: torch.device) -> list[ServedModel]
     served = []
     for type_ in API_TYPES:
         try:
-            cls = default_model(type_, settings.model_for(type_), settings.resolved_model_dir)
+            cls = settings.model_class(type_)
         except LookupError:
             continue  # misconfigured: the type answers 503, and ModelManager logs why
         if cls is not None:

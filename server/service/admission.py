@@ -18,11 +18,12 @@ from starlette.concurrency import run_in_threadpool
 
 from models.base import ModelId
 from models.images import ImageInfo
+from server.catalog import CACHE_TYPE
 from server.errors import ApiError, ErrorKind, ModelUnavailableError
-from server.http.upload import Upload
 from server.pipeline.analysis import AnalysisPipeline
 from server.pipeline.batching import Batcher
-from server.service.checks import CACHE_TYPE, check_parameters, check_type
+from server.service.checks import check_parameters, check_type
+from server.service.form import Upload
 from server.store.db import StoredResult
 from server.store.keys import KeyRecord, KeyStore, Reservation
 from server.store.results import ResultStore, lookup_hash

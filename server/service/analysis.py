@@ -10,10 +10,10 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from models.base import Analysis
+from server.catalog import CACHE_DEFAULT_LIMIT
 from server.errors import ApiError, ErrorKind
 from server.pipeline.analysis import AnalysisPipeline, PipelineResult
 from server.service.admission import Admitted, AdmittedImage
-from server.service.checks import CACHE_DEFAULT_LIMIT
 from server.store.keys import KeyRecord, KeyStore
 from server.store.results import ResultStore
 

@@ -4,49 +4,15 @@ in their place among the others."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from models.registry import API_TYPES
+from server.catalog import ALL_TYPES, CACHE_TYPE, MAX_RESULT_ID_CHARS, TYPE_PARAMETERS
 from server.errors import ApiError, ErrorKind
-from server.http.upload import Upload
-
-CACHE_TYPE = "cache"
-ALL_TYPES = (*API_TYPES, CACHE_TYPE)
+from server.service.form import Upload
 
 # ASCII digits only (int() also takes Arabic-Indic and full-width digits), and few enough
 # that int() never meets Python's 4,300-digit limit; leading zeros are allowed.
 _DECIMAL = re.compile(r"^\s*[+-]?[0-9]{1,20}\s*$", re.ASCII)
-# No parameter is meaningful beyond this; larger values are refused, not clamped.
-MAX_INT = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class IntRule:
-    minimum: int
-    maximum: int | None
-    required: bool
-
-    def accepts(self, value: int) -> bool:
-        return self.minimum <= value <= (MAX_INT if self.maximum is None else self.maximum)
-
-    def describe(self) -> str:
-        if self.maximum is None:
-            return f"an integer from {self.minimum} to {MAX_INT}"
-        return f"an integer from {self.minimum} to {self.maximum}"
-
-
-# The parameters of each type; fields that do not belong to a type are ignored.
-TYPE_PARAMETERS: dict[str, dict[str, IntRule]] = {
-    "objects": {
-        "max_labels": IntRule(1, None, required=True),
-        "min_confidence": IntRule(0, 100, required=True),
-    },
-    "nsfw": {"nsfw_min_confidence": IntRule(0, 100, required=True)},
-    "cache": {"limit": IntRule(1, 100, required=False)},
-}
-CACHE_DEFAULT_LIMIT = 10
-MAX_RESULT_ID_CHARS = 32  # StoredResult.id: a uuid4 in hex
 
 
 def parse_int(value: str) -> int | None:
