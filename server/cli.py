@@ -17,11 +17,10 @@ CLOSE_TIMEOUT_S = 2.0
 
 
 def _keys(settings: Settings):
-    from server.store.db import init_db, make_engine
+    from server.store.db import open_database
     from server.store.keys import KeyStore
 
-    engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
+    engine = open_database(settings.resolved_database_url)
     return KeyStore(engine)
 
 
@@ -45,7 +44,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from server.pipeline.placement import gpu_requirement_problem
-    from server.store.db import init_db, make_engine
+    from server.store.db import open_database
     from server.telemetry import metrics
     from server.telemetry.logs import logging_config
 
@@ -58,8 +57,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # Before any worker starts: their metrics are summed through this folder.
     made_dir = metrics.prepare_multiprocess(args.workers)
     # Migrate once, before the workers start (each would find the schema current).
-    engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
+    engine = open_database(settings.resolved_database_url)
     engine.dispose()
     try:
         uvicorn.run(
@@ -159,12 +157,12 @@ def cmd_keys_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
-    from models.registry import API_TYPES, all_models, default_model
+    from models.registry import API_TYPES, all_models
 
     serving = {}
     for type_ in API_TYPES:
         try:
-            cls = default_model(type_, settings.model_for(type_), settings.resolved_model_dir)
+            cls = settings.model_class(type_)
         except LookupError as exc:
             print(f"error: {exc}", file=sys.stderr)
             cls = None
@@ -288,16 +286,14 @@ def cmd_models_unpack(args: argparse.Namespace, settings: Settings) -> int:
 
 def _face_model(settings: Settings):
     """The gallery, and the celebrities model loaded in this process."""
-    from models.registry import default_model
     from models.runtimes.device import choose_device
     from server.errors import ModelUnavailableError
-    from server.store.db import init_db, make_engine
+    from server.store.db import open_database
     from server.store.gallery import Gallery
 
-    engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
+    engine = open_database(settings.resolved_database_url)
     gallery = Gallery(engine)
-    cls = default_model("celebrities", settings.celebrities_model, settings.resolved_model_dir)
+    cls = settings.model_class("celebrities")
     if cls is None:
         raise ModelUnavailableError("type celebrities is not available on this server")
     model = cls(choose_device(settings.device), settings.model_options(gallery))
@@ -306,17 +302,17 @@ def _face_model(settings: Settings):
 
 
 def _enrol(settings: Settings, name: str, paths: list[Path]) -> int:
-    from server.store.gallery import GalleryError, enrolment_faces
+    from server.store.enrolment import enrol_photos
+    from server.store.gallery import GalleryError
 
     gallery, model = _face_model(settings)
     try:
         photos = [(str(path), path.read_bytes()) for path in paths]
-        faces = enrolment_faces(model, photos, settings.max_image_pixels)
-        gallery.enrol(name, faces, model.descriptor_name)
+        enrol_photos(gallery, model, name, photos, settings.max_image_pixels)
     except (GalleryError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{name}: {len(faces)} face(s) enrolled")
+    print(f"{name}: {len(photos)} face(s) enrolled")
     return 0
 
 
@@ -330,56 +326,37 @@ def cmd_gallery_add(args: argparse.Namespace, settings: Settings) -> int:
     return _enrol(settings, args.name, paths)
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-
-
 def cmd_gallery_import(args: argparse.Namespace, settings: Settings) -> int:
-    """One sub-folder per person; each photo enrolled on its own, so one bad photo is
-    reported and skipped without losing the others."""
-    from server.store.gallery import GalleryError, enrolment_faces
+    """One sub-folder per person; each photo enrolled on its own."""
+    from server.store.enrolment import folder_photos, import_folder
 
     root = Path(args.directory)
     if not root.is_dir():
         print(f"error: {root} is not a folder", file=sys.stderr)
         return 1
-    work = [
-        (folder.name, photo)
-        for folder in sorted(p for p in root.iterdir() if p.is_dir())
-        for photo in sorted(folder.iterdir())
-        if photo.suffix.lower() in IMAGE_SUFFIXES
-    ]
+    work = folder_photos(root)
     if not work:
         print(f"error: no PNG or JPEG photos in sub-folders of {root}", file=sys.stderr)
         return 1
     gallery, model = _face_model(settings)
-    failures = 0
-    for done, (name, photo) in enumerate(work, 1):
-        try:
-            faces = enrolment_faces(
-                model, [(str(photo), photo.read_bytes())], settings.max_image_pixels
-            )
-            gallery.enrol(name, faces, model.descriptor_name)
-        except (GalleryError, OSError) as exc:
-            failures += 1
-            print(f"\nskipped {exc}", file=sys.stderr)
-        bar = "#" * (30 * done // len(work))
-        print(f"\r[{bar:<30}] {done}/{len(work)} photos", end="", file=sys.stderr)
-    people = len({name for name, _ in work})
+    report = import_folder(
+        gallery, model, work, settings.max_image_pixels,
+        on_skip=lambda reason: print(f"skipped {reason}", file=sys.stderr),
+    )
     print(
-        f"\n{len(work) - failures} photos of {people} people enrolled, {failures} skipped",
+        f"{report.enrolled} photos of {report.people} people enrolled, "
+        f"{len(report.skipped)} skipped",
         file=sys.stderr,
     )
-    return 1 if failures else 0
+    return 1 if report.skipped else 0
 
 
 def cmd_gallery_list(args: argparse.Namespace, settings: Settings) -> int:
-    from models.registry import default_model
-    from server.store.db import init_db, make_engine
+    from server.store.db import open_database
     from server.store.gallery import Gallery
 
-    engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
-    cls = default_model("celebrities", settings.celebrities_model, settings.resolved_model_dir)
+    engine = open_database(settings.resolved_database_url)
+    cls = settings.model_class("celebrities")
     descriptor = getattr(cls, "descriptor_name", None)
     people = Gallery(engine).people(descriptor)
     for person in people:
@@ -392,11 +369,10 @@ def cmd_gallery_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_gallery_remove(args: argparse.Namespace, settings: Settings) -> int:
-    from server.store.db import init_db, make_engine
+    from server.store.db import open_database
     from server.store.gallery import Gallery, GalleryError
 
-    engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
+    engine = open_database(settings.resolved_database_url)
     try:
         Gallery(engine).remove_person(args.name)
     except GalleryError as exc:
@@ -408,15 +384,11 @@ def cmd_gallery_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_gallery_reindex(args: argparse.Namespace, settings: Settings) -> int:
     """Recomputes every descriptor with the configured model from the kept aligned crops."""
+    from server.store.enrolment import reindex
+
     gallery, model = _face_model(settings)
-    faces = gallery.aligned_faces()
-    descriptors = {}
-    for start in range(0, len(faces), 32):
-        chunk = faces[start : start + 32]
-        vectors = model.describe([chip for _, chip in chunk])
-        descriptors.update({face_id: v for (face_id, _), v in zip(chunk, vectors, strict=True)})
-    gallery.set_descriptors(model.descriptor_name, descriptors)
-    print(f"{len(descriptors)} face(s) described with {model.descriptor_name}")
+    count = reindex(gallery, model)
+    print(f"{count} face(s) described with {model.descriptor_name}")
     return 0
 
 
@@ -432,7 +404,7 @@ def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _add_analyze(commands: argparse._SubParsersAction) -> None:
-    from models.registry import API_TYPES
+    from models.types import ANALYSIS_TYPES, API_TYPES
 
     analyze = commands.add_parser(
         "analyze",
@@ -452,13 +424,16 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
         help=f"one of {', '.join(API_TYPES)}; repeat for several",
     )
     analyze.add_argument("--out", required=True, metavar="RESULTS.jsonl")
-    analyze.add_argument("--max-labels", type=int, metavar="N", help="objects (required)")
-    analyze.add_argument(
-        "--min-confidence", type=int, metavar="N", help="objects, 0-100 (required)"
-    )
-    analyze.add_argument(
-        "--nsfw-min-confidence", type=int, metavar="N", help="nsfw, 0-100 (required)"
-    )
+    for type_ in ANALYSIS_TYPES.values():
+        for parameter in type_.parameters:
+            analyze.add_argument(
+                parameter.flag,
+                type=int,
+                metavar="N",
+                help=f"{type_.name}: {parameter.help}, "
+                f"{parameter.minimum}-{parameter.maximum or 'any'}"
+                + (" (required)" if parameter.required else ""),
+            )
     analyze.add_argument("--engine", choices=("local", "ray"), default="local")
     analyze.add_argument(
         "--ray-address",
@@ -562,12 +537,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.func is cmd_analyze:
         # The API's parameter rules; a missing or bad one stops here, before any work.
+        from models.types import ANALYSIS_TYPES
         from server.collection.files import UsageError, type_parameters
 
         values = {
-            "max_labels": args.max_labels,
-            "min_confidence": args.min_confidence,
-            "nsfw_min_confidence": args.nsfw_min_confidence,
+            parameter.name: getattr(args, parameter.name)
+            for type_ in ANALYSIS_TYPES.values()
+            for parameter in type_.parameters
         }
         try:
             args.params = type_parameters(args.types, values)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import models.registry as registry
 from models.base import Part, Recognizer, WeightSource
 from models.detect_faces.mtcnn import MtcnnFaceDetector
 from models.images import decode_image, inspect_image
@@ -70,12 +71,12 @@ def test_require_gpu_names_a_model_that_would_stay_on_the_cpu(
 
     monkeypatch.setattr(placement, "choose_device", lambda _requested: CUDA0)
     assert placement.gpu_requirement_problem(make_settings(tmp_path, require_gpu=True)) is None
-    real_default = placement.default_model
+    real_default = registry.default_model  # what Settings.model_class asks
 
     def with_cpu_only_nsfw(type_, configured, model_dir):
         return CpuOnlyNsfw if type_ == "nsfw" else real_default(type_, configured, model_dir)
 
-    monkeypatch.setattr(placement, "default_model", with_cpu_only_nsfw)
+    monkeypatch.setattr(registry, "default_model", with_cpu_only_nsfw)
     problem = placement.gpu_requirement_problem(make_settings(tmp_path, require_gpu=True))
     assert problem is not None
     assert "nsfw (open_nsfw: open_nsfw: onnxruntime on cpu)" in problem

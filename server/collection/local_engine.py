@@ -37,6 +37,8 @@ from server.collection.files import (
 from server.errors import ModelUnavailableError
 from server.pipeline.analysis import AnalysisPipeline
 from server.settings import Settings
+from server.store.db import open_database
+from server.store.gallery import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +229,9 @@ def _take(files: Any, count: int) -> list[Found]:
 async def run_local(job: Job, settings: Settings, results: ResultsFile, tally: Tally) -> bool:
     """Runs the job; False when it was interrupted (Ctrl-C, SIGTERM) before the end."""
     device = choose_device(settings.device)
-    pipeline = AnalysisPipeline(settings, device)
+    # celebrities match the operator's gallery, as the server's do.
+    engine = await asyncio.to_thread(open_database, settings.resolved_database_url)
+    pipeline = AnalysisPipeline(settings, device, gallery=Gallery(engine))
     run = LocalRun(job, settings, results, tally)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
@@ -257,5 +261,6 @@ async def run_local(job: Job, settings: Settings, results: ResultsFile, tally: T
             loop.remove_signal_handler(signum)
         tally.close()
         await pipeline.close()
+        engine.dispose()
     return interrupts == 0
 

@@ -31,7 +31,7 @@ from server.pipeline.analysis import AnalysisPipeline
 from server.pipeline.placement import gpu_requirement_problem, log_placements
 from server.service.analysis import AnalysisService
 from server.settings import Settings, get_settings
-from server.store.db import init_db, make_engine
+from server.store.db import open_database
 from server.store.gallery import Gallery
 from server.store.keys import KeyStore
 from server.store.results import ResultStore
@@ -101,8 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Keys' hashes, results and face crops: the owner's only (when created here).
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        engine = make_engine(settings.resolved_database_url)
-        await asyncio.to_thread(init_db, engine)
+        engine = await asyncio.to_thread(open_database, settings.resolved_database_url)
         device = choose_device(settings.device)  # torch's threads: see ModelManager
         gallery = Gallery(engine)
         pipeline = AnalysisPipeline(settings, device, gallery=gallery)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from sqlalchemy.engine import Engine
 
 from models.base import Analysis, ModelId, Recognizer
 from models.images import (
@@ -102,8 +101,9 @@ class DecodeBudget:
 class AnalysisPipeline:
     """The models of every type, their batchers, and the pool that decodes for them.
 
-    ``gallery``: the one celebrities match against; by default the gallery in the database
-    of ``settings``."""
+    ``gallery``: the one celebrities match against, handed in by the caller (the server's
+    and ``analyze``'s come from the store: ``open_gallery``); without one, celebrities knows
+    nobody."""
 
     def __init__(
         self,
@@ -113,9 +113,6 @@ class AnalysisPipeline:
         gallery: FaceGallery | None = None,
     ) -> None:
         self.settings = settings
-        self._engine: Engine | None = None
-        if gallery is None:
-            gallery = self._own_gallery(settings)
         self.models = ModelManager(settings, device or choose_device(settings.device), gallery)
         # One torch thread each: small torch work here (e.g. NMS) must not start OpenMP teams
         # beside the inference thread's (see ModelManager.torch_thread).
@@ -126,15 +123,6 @@ class AnalysisPipeline:
             initializer=set_thread_torch_threads,
             initargs=(1,),
         )
-
-    def _own_gallery(self, settings: Settings) -> FaceGallery:
-        from server.store.db import init_db, make_engine
-        from server.store.gallery import Gallery
-
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self._engine = make_engine(settings.resolved_database_url)
-        init_db(self._engine)
-        return Gallery(self._engine)
 
     @property
     def device(self) -> torch.device:
@@ -242,5 +230,3 @@ class AnalysisPipeline:
     async def close(self) -> None:
         await self.models.close()
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
-        if self._engine is not None:
-            self._engine.dispose()

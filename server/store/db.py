@@ -217,6 +217,14 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+def open_database(database_url: str) -> Engine:
+    """The engine of ``database_url`` with its schema brought to the newest migration: how
+    every command, the server and the analysis engines open the database."""
+    engine = make_engine(database_url)
+    init_db(engine)
+    return engine
+
+
 def init_db(engine: Engine) -> None:
     """Brings the schema to the newest migration, keeping every row; a database made before
     migrations existed is taken as it is. Safe when several processes do it at once."""

@@ -18,7 +18,8 @@ from server.errors import ApiError, ErrorKind
 from server.http.respond import respond
 from server.http.state import AppState, State
 from server.http.upload import Upload, UploadTooLargeError, read_upload
-from server.store.gallery import check_name, check_source, enrolment_faces
+from server.store.enrolment import enrol_photos
+from server.store.gallery import check_name, check_source
 
 router = APIRouter()
 TYPE = "celebrities"
@@ -60,16 +61,15 @@ async def enrol(request: Request, state: State) -> JSONResponse:
         photos = upload.files
         if not photos:
             raise ApiError(ErrorKind.INVALID_PARAMETER, "file (missing)")
-        # What the database cannot hold is refused before the model runs.
+        # What the database cannot hold is refused before the model loads.
         check_name(name)
         for source, _ in photos:
             check_source(source)
         batcher = await state.pipeline.batcher(TYPE)
-        model = batcher.model
-        faces = await batcher.run_in_model_threads(
-            enrolment_faces, model, photos, state.settings.max_image_pixels
+        return await batcher.run_in_model_threads(
+            enrol_photos, state.gallery, batcher.model, name, photos,
+            state.settings.max_image_pixels,
         )
-        return await run_in_threadpool(state.gallery.enrol, name, faces, model.descriptor_name)
 
     return await respond(request, work)
 

@@ -1,0 +1,84 @@
+"""Enrolling people in the gallery: photos to aligned, described faces to the gallery's rows.
+
+The one place the CLI (`gallery add`, `import`, `reindex`) and the HTTP gallery routes enrol
+through. ``model`` is a loaded celebrities model (a FaceRecognizer), handed in by the caller:
+the store does not load models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from server.store.gallery import Gallery, GalleryError, check_name, check_source, enrolment_faces
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
+REINDEX_CHUNK = 32  # crops described per model call
+
+
+def enrol_photos(
+    gallery: Gallery, model: Any, name: str, photos: list[tuple[str, bytes]], max_pixels: int
+) -> dict[str, Any]:
+    """Adds one face from each photo to ``name``, all or nothing; what the database cannot
+    hold is refused before the model runs."""
+    check_name(name)
+    for source, _ in photos:
+        check_source(source)
+    faces = enrolment_faces(model, photos, max_pixels)
+    return gallery.enrol(name, faces, model.descriptor_name)
+
+
+def folder_photos(root: Path) -> list[tuple[str, Path]]:
+    """(person, photo) for each PNG or JPEG in the sub-folders of ``root``, one per person."""
+    return [
+        (folder.name, photo)
+        for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        for photo in sorted(folder.iterdir())
+        if photo.suffix.lower() in PHOTO_SUFFIXES
+    ]
+
+
+@dataclass
+class ImportReport:
+    photos: int  # photos found
+    people: int  # people they are of
+    skipped: list[str] = field(default_factory=list)  # why each skipped photo was
+
+    @property
+    def enrolled(self) -> int:
+        return self.photos - len(self.skipped)
+
+
+def import_folder(
+    gallery: Gallery,
+    model: Any,
+    work: list[tuple[str, Path]],
+    max_pixels: int,
+    on_skip: Callable[[str], None] = lambda reason: None,
+) -> ImportReport:
+    """Enrols each photo on its own, so that one bad photo is reported (``on_skip``) and
+    skipped without losing the others; a progress bar on stderr."""
+    report = ImportReport(len(work), len({name for name, _ in work}))
+    for name, photo in tqdm(work, unit="photo", desc="enrolling", leave=False):
+        try:
+            enrol_photos(gallery, model, name, [(str(photo), photo.read_bytes())], max_pixels)
+        except (GalleryError, OSError) as exc:
+            report.skipped.append(str(exc))
+            on_skip(str(exc))
+    return report
+
+
+def reindex(gallery: Gallery, model: Any) -> int:
+    """Describes every kept aligned crop again with ``model``; the number of faces."""
+    faces = gallery.aligned_faces()
+    descriptors = {}
+    for start in tqdm(range(0, len(faces), REINDEX_CHUNK), unit="batch", leave=False):
+        chunk = faces[start : start + REINDEX_CHUNK]
+        vectors = model.describe([chip for _, chip in chunk])
+        descriptors.update({face_id: v for (face_id, _), v in zip(chunk, vectors, strict=True)})
+    gallery.set_descriptors(model.descriptor_name, descriptors)
+    return len(descriptors)
