@@ -33,8 +33,8 @@ from models.images import decode_image, inspect_image  # noqa: E402
 from models.nsfw.open_nsfw import OpenNsfwClassifier  # noqa: E402
 from models.options import ModelOptions  # noqa: E402
 from models.runtimes.onnx_port import Runtime  # noqa: E402
+from scripts.rendered_text import render_pages  # noqa: E402
 from server.settings import Settings  # noqa: E402
-from tests.rendered_text import render_pages  # noqa: E402
 
 
 def photos() -> list[Image.Image]:

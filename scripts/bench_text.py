@@ -24,8 +24,8 @@ from PIL import Image  # noqa: E402
 
 from models.detect_text.ppocr import PpOcrV4TextReader  # noqa: E402
 from models.images import decode_image, inspect_image  # noqa: E402
+from scripts.rendered_text import character_error_rate, render_pages  # noqa: E402
 from server.settings import Settings  # noqa: E402
-from tests.rendered_text import character_error_rate, render_pages  # noqa: E402
 
 
 def rapidocr_lines(engine, data: bytes) -> list[str]:

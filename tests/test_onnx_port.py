@@ -18,9 +18,9 @@ from models.images import decode_image, inspect_image
 from models.nsfw.open_nsfw import OpenNsfwClassifier
 from models.options import ModelOptions
 from models.runtimes.onnx_port import Runtime, TorchNetwork, cached_port, choose_runtime, port_path
+from scripts.rendered_text import render_pages
 from server.settings import Settings
 from tests.conftest import encode, model_options
-from tests.rendered_text import render_pages
 from tests.test_nsfw import variants
 
 CPU = torch.device("cpu")

@@ -11,8 +11,8 @@ from PIL import Image
 
 from models.detect_text.ppocr import PpOcrV4TextReader
 from models.images import decode_image, inspect_image
+from scripts.rendered_text import LINES, character_error_rate, render_pages
 from tests.conftest import encode, model_options, post_api
-from tests.rendered_text import LINES, character_error_rate, render_pages
 
 pytestmark = pytest.mark.slow  # real models or live servers
 
