@@ -3,6 +3,7 @@ keys, quota or storage."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import subprocess
 import sys
@@ -62,3 +63,93 @@ def test_pipeline_analyses_without_http(tmp_path: Path, astronaut: Image.Image) 
     assert data["model"]["name"] == "mtcnn" and data["image"]["width"] == astronaut.width
     assert not {"quota", "id", "cached", "elapsed_ms"} & set(data)
     assert refused is ImageErrorKind.UNSUPPORTED_FORMAT
+
+
+# What each of server/'s layers may import of server/ (its own package always): a layer imports
+# only layers below it. "shared" is the top-level modules every layer reaches: settings,
+# errors, the catalogue of types. The CLI, at the top, may import everything.
+LAYER_IMPORTS: dict[str, set[str]] = {
+    "cli": {"http", "collection", "ops", "service", "store", "pipeline", "telemetry", "shared"},
+    "http": {"ops", "service", "store", "pipeline", "telemetry", "shared"},
+    "collection": {"store", "pipeline", "telemetry", "shared"},
+    "ops": {"pipeline", "telemetry", "shared"},
+    "service": {"store", "pipeline", "telemetry", "shared"},
+    "store": {"telemetry", "shared"},
+    "pipeline": {"telemetry", "shared"},
+    "telemetry": {"shared"},
+    "shared": set(),
+}
+SHARED_MODULES = {"server", "server.settings", "server.errors", "server.catalog"}
+
+
+def _layer(module: str) -> str:
+    if module in SHARED_MODULES:
+        return "shared"
+    if module in {"server.cli", "server.__main__"}:
+        return "cli"
+    return module.split(".")[1]
+
+
+def _server_imports(path: Path) -> set[str]:
+    """The server modules that a file imports, anywhere in it (also inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "server":  # from server import X: X may be a package
+                found |= {f"server.{alias.name}" for alias in node.names}
+            elif node.module.startswith("server."):
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("server.")}
+    return found
+
+
+def test_server_layers_import_only_the_layers_below() -> None:
+    problems = []
+    for path in sorted((ROOT / "server").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        layer = _layer(module)
+        assert layer in LAYER_IMPORTS, f"{module}: in no layer; add its package to LAYER_IMPORTS"
+        for imported in _server_imports(path):
+            if imported == "server.__version__":
+                continue
+            target = _layer(imported)
+            if target != layer and target not in LAYER_IMPORTS[layer]:
+                problems.append(f"{module} ({layer}) imports {imported} ({target})")
+    assert not problems, "\n".join(problems)
+
+
+def test_http_dialects_import_no_other_dialect() -> None:
+    dialects = [p for p in (ROOT / "server" / "http").iterdir() if (p / "__init__.py").exists()]
+    problems = []
+    for dialect in dialects:
+        others = {f"server.http.{d.name}" for d in dialects if d != dialect}
+        for path in dialect.rglob("*.py"):
+            for imported in _server_imports(path):
+                if any(imported == o or imported.startswith(o + ".") for o in others):
+                    problems.append(f"{path.relative_to(ROOT)} imports {imported}")
+    assert not problems, "\n".join(problems)
+
+
+def test_pipeline_loads_no_web_framework_or_database() -> None:
+    code = (
+        "import sys, server.pipeline.analysis, server.pipeline.batching\n"
+        "heavy = ('fastapi', 'starlette', 'sqlalchemy', 'alembic', 'uvicorn')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_every_type_is_declared_once_and_served_by_the_registry() -> None:
+    from models.registry import MODELS
+    from server.catalog import ALL_TYPES, CACHE_TYPE
+    from server.settings import Settings
+
+    assert {cls.type for cls in MODELS} | {CACHE_TYPE} == set(ALL_TYPES)
+    settings = Settings()
+    for type_ in ALL_TYPES:
+        if type_ != CACHE_TYPE:
+            assert settings.model_class(type_) is not None, type_
