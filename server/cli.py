@@ -286,19 +286,12 @@ def cmd_models_unpack(args: argparse.Namespace, settings: Settings) -> int:
 
 def _face_model(settings: Settings):
     """The gallery, and the celebrities model loaded in this process."""
-    from models.runtimes.device import choose_device
-    from server.errors import ModelUnavailableError
+    from server.pipeline.model_manager import load_model
     from server.store.db import open_database
     from server.store.gallery import Gallery
 
-    engine = open_database(settings.resolved_database_url)
-    gallery = Gallery(engine)
-    cls = settings.model_class("celebrities")
-    if cls is None:
-        raise ModelUnavailableError("type celebrities is not available on this server")
-    model = cls(choose_device(settings.device), settings.model_options(gallery))
-    model.load()
-    return gallery, model
+    gallery = Gallery(open_database(settings.resolved_database_url))
+    return gallery, load_model(settings, "celebrities", gallery=gallery)
 
 
 def _enrol(settings: Settings, name: str, paths: list[Path]) -> int:

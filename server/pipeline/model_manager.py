@@ -19,6 +19,7 @@ import torch
 
 from models.base import Recognizer
 from models.options import FaceGallery
+from models.runtimes.device import choose_device
 from models.types import API_TYPES
 from server.errors import ModelUnavailableError
 from server.pipeline.batching import Batcher
@@ -29,6 +30,24 @@ from server.telemetry import metrics
 log = logging.getLogger(__name__)
 
 RETRY_LOAD_AFTER_S = 60.0
+
+
+def load_model(
+    settings: Settings,
+    type_: str,
+    device: torch.device | None = None,
+    gallery: FaceGallery | None = None,
+    model_class: type[Recognizer] | None = None,
+) -> Recognizer:
+    """The model serving ``type_`` built on ``device`` (by default ``IMAGERECOGNIZE_DEVICE``'s
+    choice) with the settings' options, and loaded: how the server, the CLI and the Ray
+    engine's actors each get one. Runs in the caller's thread, whose torch threads it uses."""
+    cls = model_class or settings.model_class(type_)
+    if cls is None:
+        raise ModelUnavailableError(f"type {type_} is not available on this server")
+    model = cls(device or choose_device(settings.device), settings.model_options(gallery))
+    model.load()
+    return model
 
 
 @dataclass
@@ -51,7 +70,6 @@ class ModelManager:
         self.settings = settings
         self.device = device
         self.gallery = gallery
-        self.model_options = settings.model_options(gallery)
         # Every torch model loads and runs in these threads, which share the torch threads
         # (server/pipeline/torch_calls.py). OpenMP keeps one team of threads per calling thread, and
         # once a process has more OpenMP threads than cores, libgomp stops spin-waiting:
@@ -89,8 +107,7 @@ class ModelManager:
                 raise ModelUnavailableError(f"model for {slot.type} failed to load")
             started = time.perf_counter()
             try:
-                model = cls(self.device, self.model_options)
-                model.load()
+                model = load_model(self.settings, slot.type, self.device, self.gallery, cls)
             except Exception as exc:
                 log.exception("loading %s/%s failed", slot.type, cls.name)
                 metrics.MODEL_LOADED.labels(cls.name, str(self.device)).set(0)
