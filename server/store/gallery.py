@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -26,6 +26,28 @@ MAX_SOURCE_CHARS = 500  # GalleryFace.source
 
 class GalleryError(InputError):
     """A gallery operation that cannot be carried out; the message is for the operator."""
+
+
+# Kinds of GalleryError that an API dialect may answer with codes of its own; every one is
+# still a GalleryError (the v2 gallery answers 421 to all of them alike).
+class NoFaceError(GalleryError):
+    """A photo to enrol shows no face."""
+
+
+class ManyFacesError(GalleryError):
+    """A photo to enrol shows more than one face."""
+
+
+class PersonNotFoundError(GalleryError):
+    """No person of that name is enrolled."""
+
+
+class PersonExistsError(GalleryError):
+    """A person of that name is enrolled already."""
+
+
+class FaceNotFoundError(GalleryError):
+    """No enrolled face has that id (or not under that person)."""
 
 
 def check_name(name: str) -> str:
@@ -65,21 +87,50 @@ class GalleryMatrix:
         # |g - q|² = |g|² - 2 g·q + |q|²: one matrix-vector product per query.
         object.__setattr__(self, "_norms", np.einsum("ij,ij->i", self.vectors, self.vectors))
 
+    def _squared_distances(self, query: np.ndarray) -> np.ndarray:
+        query = query.astype(np.float32)
+        return self._norms - 2.0 * (self.vectors @ query) + float(query @ query)
+
     def nearest(self, query: np.ndarray) -> tuple[str, float] | None:
         """The nearest enrolled face's person and its Euclidean distance (exact search)."""
         if not self.names:
             return None
-        query = query.astype(np.float32)
-        squared = self._norms - 2.0 * (self.vectors @ query) + float(query @ query)
+        squared = self._squared_distances(query)
         best = int(np.argmin(squared))
         return self.names[best], float(np.sqrt(max(squared[best], 0.0)))
 
+    def nearest_people(
+        self, query: np.ndarray, count: int, below: float
+    ) -> list[tuple[str, float]]:
+        """Up to ``count`` different people, nearest first, each with the distance of their
+        nearest face, keeping only those nearer than ``below`` (exact search)."""
+        if not self.names or count < 1:
+            return []
+        squared = self._squared_distances(query)
+        found: list[tuple[str, float]] = []
+        seen: set[str] = set()
+        for row in np.argsort(squared, kind="stable"):
+            distance = float(np.sqrt(max(squared[row], 0.0)))
+            if distance >= below:
+                break  # sorted: every later face is farther still
+            name = self.names[row]
+            if name not in seen:
+                seen.add(name)
+                found.append((name, distance))
+                if len(found) == count:
+                    break
+        return found
+
 
 def enrolment_faces(
-    model: Any, photos: list[tuple[str, bytes]], max_pixels: int
+    model: Any,
+    photos: list[tuple[str, bytes]],
+    max_pixels: int,
+    min_probability: float | None = None,
 ) -> list[EnrolledFace]:
     """Each photo's one face, aligned and described by ``model`` (a FaceRecognizer); a photo
-    with no face, several faces, or that is not a readable PNG/JPEG is refused by name."""
+    with no face, several faces, or that is not a readable PNG/JPEG is refused by name.
+    ``min_probability`` (0..1): faces the detector is less sure of do not count."""
     faces = []
     for source, data in photos:
         try:
@@ -88,10 +139,12 @@ def enrolment_faces(
             raise GalleryError(f"{source}: {exc}") from None
         with model.autocast():  # the precision its served answers have
             (described,) = model.predict([model.preprocess(image)])
+        if min_probability is not None:
+            described = [d for d in described if d.face.probability >= min_probability]
         if not described:
-            raise GalleryError(f"{source}: no face found")
+            raise NoFaceError(f"{source}: no face found")
         if len(described) > 1:
-            raise GalleryError(
+            raise ManyFacesError(
                 f"{source}: {len(described)} faces found, enrol a photo of one person"
             )
         faces.append(EnrolledFace(source, described[0].chip, described[0].descriptor))
@@ -187,18 +240,71 @@ class Gallery:
                 entry["faces"].append(face)
         return list(people.values())
 
-    def remove_person(self, name: str) -> None:
+    def add_person(self, name: str) -> str:
+        """A person with no faces yet (enrolment adds them later); refused if enrolled."""
+        name = check_name(name.strip())
+        if not name:
+            raise GalleryError("a person needs a name")
+        try:
+            with Session(self.engine) as session, session.begin():
+                if session.scalars(select(Person.id).where(Person.name == name)).first():
+                    raise PersonExistsError(f"{name!r} is enrolled already")
+                session.add(Person(name=name))
+                # No descriptor changes: matching is unaffected, the version stays.
+        except IntegrityError as exc:  # created meanwhile by another process
+            raise PersonExistsError(f"{name!r} is enrolled already") from exc
+        return name
+
+    def rename_person(self, name: str, new_name: str) -> None:
+        """Renames a person; into a name already enrolled, the faces join that person."""
+        check_name(name)
+        new_name = check_name(new_name.strip())
+        if not new_name:
+            raise GalleryError("a person needs a name")
+        with Session(self.engine) as session, session.begin():
+            person = session.scalars(select(Person).where(Person.name == name)).first()
+            if person is None:
+                raise PersonNotFoundError(f"no person named {name!r}")
+            if new_name == name:
+                return
+            target = session.scalars(select(Person).where(Person.name == new_name)).first()
+            if target is None:
+                person.name = new_name
+            else:
+                session.execute(
+                    update(GalleryFace)
+                    .where(GalleryFace.person_id == person.id)
+                    .values(person_id=target.id)
+                )
+                session.delete(person)
+            self._bump(session)
+
+    def remove_person(self, name: str) -> int:
+        """Removes a person and their faces; the number of faces removed."""
         check_name(name)
         with Session(self.engine) as session, session.begin():
             person = session.scalars(select(Person).where(Person.name == name)).first()
             if person is None:
-                raise GalleryError(f"no person named {name!r}")
-            face_ids = select(GalleryFace.id).where(GalleryFace.person_id == person.id)
-            # Explicit deletes: SQLite enforces ON DELETE CASCADE only with a pragma.
-            session.execute(delete(FaceDescriptor).where(FaceDescriptor.face_id.in_(face_ids)))
-            session.execute(delete(GalleryFace).where(GalleryFace.person_id == person.id))
+                raise PersonNotFoundError(f"no person named {name!r}")
+            removed = self._remove_faces(session, GalleryFace.person_id == person.id)
             session.delete(person)
             self._bump(session)
+        return removed
+
+    def remove_everyone(self) -> tuple[int, int]:
+        """Empties the gallery: the numbers of people and of faces removed."""
+        with Session(self.engine) as session, session.begin():
+            faces = self._remove_faces(session, GalleryFace.id.is_not(None))
+            people = session.execute(delete(Person)).rowcount
+            self._bump(session)
+        return people, faces
+
+    @staticmethod
+    def _remove_faces(session: Session, which: Any) -> int:
+        face_ids = select(GalleryFace.id).where(which)
+        # Explicit deletes: SQLite enforces ON DELETE CASCADE only with a pragma.
+        session.execute(delete(FaceDescriptor).where(FaceDescriptor.face_id.in_(face_ids)))
+        return session.execute(delete(GalleryFace).where(which)).rowcount
 
     def remove_face(self, name: str, face_id: int) -> None:
         check_name(name)
@@ -209,10 +315,38 @@ class Gallery:
                 .where(Person.name == name, GalleryFace.id == face_id)
             ).scalar_one_or_none()
             if face is None:
-                raise GalleryError(f"{name!r} has no face {face_id}")
+                raise FaceNotFoundError(f"{name!r} has no face {face_id}")
             session.execute(delete(FaceDescriptor).where(FaceDescriptor.face_id == face_id))
             session.delete(face)
             self._bump(session)
+
+    def remove_face_by_id(self, face_id: int) -> str:
+        """Removes one face, whoever it belongs to; the name of its person (who stays)."""
+        with Session(self.engine) as session, session.begin():
+            name = session.scalars(
+                select(Person.name)
+                .join(GalleryFace, GalleryFace.person_id == Person.id)
+                .where(GalleryFace.id == face_id)
+            ).first()
+            if name is None:
+                raise FaceNotFoundError(f"no face {face_id}")
+            session.execute(delete(FaceDescriptor).where(FaceDescriptor.face_id == face_id))
+            session.execute(delete(GalleryFace).where(GalleryFace.id == face_id))
+            self._bump(session)
+        return name
+
+    def faces(
+        self, name: str | None = None, offset: int = 0, limit: int | None = None
+    ) -> tuple[list[tuple[int, str]], int]:
+        """One page of enrolled faces as (face id, person), oldest first, of one person or of
+        everyone; and how many there are in all."""
+        which = select(GalleryFace.id, Person.name).join(Person, Person.id == GalleryFace.person_id)
+        if name is not None:
+            which = which.where(Person.name == check_name(name))
+        with Session(self.engine) as session:
+            total = session.scalar(select(func.count()).select_from(which.subquery())) or 0
+            rows = session.execute(which.order_by(GalleryFace.id).offset(offset).limit(limit)).all()
+        return [(face_id, person) for face_id, person in rows], int(total)
 
     def aligned_faces(self) -> list[tuple[int, np.ndarray]]:
         """Every enrolled face's aligned crop, for reindexing."""
