@@ -22,6 +22,9 @@ from models.weights.fetch import manifest_entry
 
 CHIP_SIZE = 150  # dlib's aligned face: 150 x 150 with 25 % padding
 CHIP_PADDING = 0.25
+# An optional parameter (never sent by /api/v2/ clients, set by other dialects' routes): with
+# it the analysis also holds ``faces``, every face with up to this many matching people.
+CANDIDATES_PARAM = "candidates"
 
 
 def dlib_models_dir() -> Path | None:
@@ -142,7 +145,40 @@ class FaceRecognizer(Recognizer):
             else:
                 unknown.append(face)
         known.sort(key=lambda person: person["confidence"], reverse=True)
-        return Analysis(known, {"unrecognized": unknown})
+        extra: dict[str, Any] = {"unrecognized": unknown}
+        candidates = params.get(CANDIDATES_PARAM)
+        if candidates:
+            extra["faces"] = self._faces_with_candidates(
+                output, item, width, height, matrix, candidates
+            )
+        return Analysis(known, extra)
+
+    def _faces_with_candidates(
+        self,
+        output: list[DescribedFace],
+        item: FacesInput,
+        width: int,
+        height: int,
+        matrix: Any,
+        count: int,
+    ) -> list[dict[str, Any]]:
+        """Every face, most probable first, with its detection confidence and up to
+        ``count`` different people who match it (nearer than the threshold), best first: what
+        APIs that name several candidates per face (CompreFace's) answer from."""
+        faces = []
+        for described in sorted(output, key=lambda d: d.face.probability, reverse=True):
+            face = face_object(described.face, item.scale, width, height)
+            nearest = (
+                matrix.nearest_people(described.descriptor, count, self.threshold)
+                if matrix is not None
+                else []
+            )
+            face["matches"] = [
+                {"name": name, "confidence": match_confidence(distance, self.threshold)}
+                for name, distance in nearest
+            ]
+            faces.append(face)
+        return faces
 
 
 class DlibFaceRecognizer(FaceRecognizer):

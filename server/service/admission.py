@@ -59,10 +59,13 @@ async def admit(
     is_get: bool,
     *,
     cut_off: bool = False,
+    route_params: dict[str, Any] | None = None,
 ) -> Admitted:
     """Runs the checks top to bottom; raises the first that fails (ApiError, or the image
     module's ImageError for 413/415/412). With ``cut_off`` it always raises (413 at the
-    latest)."""
+    latest). ``route_params`` are parameters the route itself sets for the model (another
+    API dialect's), never read from the client's fields; like the others they are part of
+    what makes a stored result identical."""
     too_large = ApiError(ErrorKind.IMAGE_TOO_LARGE)
 
     # 300: nothing received.
@@ -85,7 +88,7 @@ async def admit(
         raise too_large
 
     # 421: the type's parameters, each missing or malformed one named.
-    params = check_parameters(type_, upload, partial=cut_off)
+    params = {**check_parameters(type_, upload, partial=cut_off), **(route_params or {})}
 
     if type_ == CACHE_TYPE:  # free, and needs no image
         if cut_off:
