@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.runtimes.device import choose_device
 from server import __version__
+from server.http.compreface.routes import router as compreface_router
 from server.http.cors import install_browser_middleware
 from server.http.observability import ObservabilityMiddleware
 from server.http.ops_routes import router as ops_router
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(gallery_router)
+    app.include_router(compreface_router)
     app.include_router(ops_router)
     install_browser_middleware(app, settings)
     install_web(app)

@@ -38,6 +38,10 @@ class ManyFacesError(GalleryError):
     """A photo to enrol shows more than one face."""
 
 
+class UnreadablePhotoError(GalleryError):
+    """A photo to enrol is not an image the server reads (or too large)."""
+
+
 class PersonNotFoundError(GalleryError):
     """No person of that name is enrolled."""
 
@@ -136,7 +140,7 @@ def enrolment_faces(
         try:
             image = decode_image(data, inspect_image(data, max_pixels), model.input_max_side)
         except ImageError as exc:
-            raise GalleryError(f"{source}: {exc}") from None
+            raise UnreadablePhotoError(f"{source}: {exc}") from None
         with model.autocast():  # the precision its served answers have
             (described,) = model.predict([model.preprocess(image)])
         if min_probability is not None:
