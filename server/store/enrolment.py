@@ -21,14 +21,20 @@ REINDEX_CHUNK = 32  # crops described per model call
 
 
 def enrol_photos(
-    gallery: Gallery, model: Any, name: str, photos: list[tuple[str, bytes]], max_pixels: int
+    gallery: Gallery,
+    model: Any,
+    name: str,
+    photos: list[tuple[str, bytes]],
+    max_pixels: int,
+    min_probability: float | None = None,
 ) -> dict[str, Any]:
     """Adds one face from each photo to ``name``, all or nothing; what the database cannot
-    hold is refused before the model runs."""
+    hold is refused before the model runs. ``min_probability`` (0..1): faces the detector is
+    less sure of do not count."""
     check_name(name)
     for source, _ in photos:
         check_source(source)
-    faces = enrolment_faces(model, photos, max_pixels)
+    faces = enrolment_faces(model, photos, max_pixels, min_probability)
     return gallery.enrol(name, faces, model.descriptor_name)
 
 

@@ -43,25 +43,21 @@ from server.http.compreface.errors import (
     missing_header,
     subject_not_found,
 )
-from server.http.observability import note_answer, note_type
+from server.http.disconnect import until_disconnected
 from server.http.respond import NO_SNIFF_NO_STORE
 from server.http.state import AppState, State, get_state
 from server.http.upload import (
     FORM_OVERHEAD_BYTES,
     MAX_FIELD_BYTES,
-    Upload,
     UploadTooLargeError,
     read_upload,
 )
-from server.http.v2.routes import until_disconnected
 from server.service.admission import admit
-from server.store.gallery import (
-    FaceNotFoundError,
-    PersonNotFoundError,
-    check_source,
-    enrolment_faces,
-)
+from server.service.form import Upload
+from server.store.enrolment import enrol_photos
+from server.store.gallery import FaceNotFoundError, PersonNotFoundError, check_name, check_source
 from server.store.keys import KeyRecord
+from server.telemetry.requests import note_answer, note_type
 
 router = APIRouter(prefix="/api/v1/recognition", include_in_schema=False)
 
@@ -384,18 +380,18 @@ async def add_face(request: Request, state: State) -> JSONResponse:
             )
         det_prob_threshold = probability_query(request, "det_prob_threshold")
         source, data = await read_image(request, state)
+        # What the database cannot hold is refused before the model loads.
+        check_name(subject)
         check_source(source)
         batcher = await state.pipeline.batcher(TYPE)
-        model = batcher.model
-        faces = await batcher.run_in_model_threads(
-            enrolment_faces,
-            model,
+        enrolled = await batcher.run_in_model_threads(
+            enrol_photos,
+            state.gallery,
+            batcher.model,
+            subject,
             [(source, data)],
             state.settings.max_image_pixels,
             det_prob_threshold,
-        )
-        enrolled = await run_in_threadpool(
-            state.gallery.enrol, subject, faces, model.descriptor_name
         )
         return {"image_id": str(enrolled["face_ids"][0]), "subject": enrolled["name"]}
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from server.catalog import CACHE_TYPE
 from server.errors import ApiError, ErrorKind
+from server.http.disconnect import until_disconnected
 from server.http.respond import error_response, respond
 from server.http.state import State
 from server.http.upload import UploadTooLargeError, read_upload
@@ -18,30 +17,6 @@ from server.service.admission import admit
 from server.telemetry.requests import note_type
 
 router = APIRouter()
-
-T = TypeVar("T")
-
-
-async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    """Runs ``work`` (after the body has been read) and cancels it if the client goes away
-    first: a request still waiting for its model is dropped before the model call, and
-    quota reserved for it is refunded. uvicorn itself lets such a handler run to the end."""
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        task.cancel()
-
-    watcher = asyncio.create_task(watch())
-    try:
-        return await task
-    except asyncio.CancelledError:
-        if not watcher.done() or watcher.cancelled():
-            raise  # cancelled from outside, not by the client leaving
-        raise ApiError(ErrorKind.CLIENT_CLOSED) from None
-    finally:
-        watcher.cancel()
 
 
 @router.api_route("/api/v2/", methods=["GET", "POST"])
