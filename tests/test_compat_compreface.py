@@ -123,7 +123,7 @@ def test_errors_are_compreface_bodies(client: TestClient, apikey: str, admin: st
         32,
     )
     assert error(client.delete(f"{BASE}/faces?subject=x")) == (400, 20)
-    # The gallery's own: unknown subject (42) and image (44, "Image <id> not found").
+    # The gallery's own: unknown subject (42) and image (11, "Image <id> not found").
     assert error(client.delete(f"{BASE}/subjects/Nobody", headers=headers(admin))) == (404, 42)
     assert error(
         client.put(f"{BASE}/subjects/Nobody", headers=headers(admin), json={"subject": "X"})
@@ -131,7 +131,7 @@ def test_errors_are_compreface_bodies(client: TestClient, apikey: str, admin: st
     for image_id in ("12345", "not-a-uuid", "99999999999999999999"):
         assert error(client.delete(f"{BASE}/faces/{image_id}", headers=headers(admin))) == (
             404,
-            44,
+            11,
         )
     assert error(client.post(f"{BASE}/faces", headers=headers(admin), files=photo)) == (400, 33)
     assert error(client.post(f"{BASE}/subjects", headers=headers(admin), json={})) == (400, 26)

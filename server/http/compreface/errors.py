@@ -36,7 +36,7 @@ MISSING_PART = 34
 FACES_SERVICE = 41
 SUBJECT_NOT_FOUND = 42
 SUBJECT_EXISTS = 43
-IMAGE_NOT_FOUND = 44  # its EMBEDDING_NOT_FOUND, "Image <id> not found"
+IMAGE_NOT_FOUND = 11  # "Image <id> not found"
 
 NO_FACE_MESSAGE = "No face is found in the given image"
 
