@@ -385,14 +385,6 @@ def cmd_gallery_reindex(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _engine(settings: Settings):
-    from server.store.db import init_db, make_engine
-
-    engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
-    return engine
-
-
 def _days_arg(value: str) -> float:
     try:
         days = float(value)
@@ -419,7 +411,11 @@ def cmd_results_purge(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.key is None and args.older_than is None and not args.all:
         args.parser.error("name what to delete: --key NAME, --older-than DAYS, or --all")
-    store = ResultStore(_engine(settings), settings.result_retention_days)
+    from server.store.db import open_database
+
+    store = ResultStore(
+        open_database(settings.resolved_database_url), settings.result_retention_days
+    )
     try:
         removed = store.purge(key_name=args.key, older_than_days=args.older_than)
     except KeyManagementError as exc:
@@ -437,7 +433,9 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from server.store.db import utcnow
 
     since = None if args.days is None else utcnow() - timedelta(days=args.days)
-    entries = AuditLog(_engine(settings)).entries(
+    from server.store.db import open_database
+
+    entries = AuditLog(open_database(settings.resolved_database_url)).entries(
         action=args.action, actor=args.actor, subject=args.subject, since=since, limit=args.limit
     )
     if args.json:
