@@ -99,3 +99,24 @@ def test_nearest_people_are_distinct_sorted_and_under_the_bound(engine: Engine) 
     assert matrix.nearest_people(query, 1, below=1.0) == found[:1]
     assert matrix.nearest_people(query, 5, below=0.01) == []
     assert matrix.nearest(query) == ("A", pytest.approx(0.02, abs=1e-5))
+
+
+def test_every_change_is_audited_with_its_actor(engine: Engine) -> None:
+    from server.store.audit import AuditLog
+
+    gallery = Gallery(engine)
+    gallery.add_person("Ada", actor="key:admin")
+    enrolled = gallery.enrol("Ada", [face("a1.jpg", 0.0, 1.0)], MODEL, actor="key:admin")
+    gallery.rename_person("Ada", "Ada Lovelace", actor="key:admin")
+    gallery.remove_face_by_id(enrolled["face_ids"][0], actor="key:admin")
+    gallery.enrol("Grace", [face("g1.jpg", 1.0, 0.0)], MODEL)
+    gallery.remove_everyone(actor="key:admin")
+    entries = [(e.actor, e.action, e.subject) for e in reversed(AuditLog(engine).entries())]
+    assert entries == [
+        ("key:admin", "gallery.add_person", "Ada"),
+        ("key:admin", "gallery.enrol", "Ada"),
+        ("key:admin", "gallery.rename_person", "Ada"),
+        ("key:admin", "gallery.remove_face", "Ada Lovelace"),
+        ("cli", "gallery.enrol", "Grace"),
+        ("key:admin", "gallery.remove_everyone", None),
+    ]

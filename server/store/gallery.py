@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from models.images import ImageError, decode_image, inspect_image
 from server.errors import InputError
+from server.store import audit
 from server.store.db import FaceDescriptor, GalleryFace, GalleryState, Person
 
 STATE_ROW = 1
@@ -184,8 +185,16 @@ class Gallery:
         if not updated:
             session.add(GalleryState(id=STATE_ROW, version=1))
 
-    def enrol(self, name: str, faces: list[EnrolledFace], model: str) -> dict[str, Any]:
-        """Adds faces to a person (created if new), all or nothing."""
+    def enrol(
+        self,
+        name: str,
+        faces: list[EnrolledFace],
+        model: str,
+        *,
+        actor: str = audit.CLI_ACTOR,
+    ) -> dict[str, Any]:
+        """Adds faces to a person (created if new), all or nothing; audited as done by
+        ``actor`` (server/store/audit.py), like every change here."""
         name = check_name(name.strip())
         if not name:
             raise GalleryError("a person needs a name")
@@ -216,6 +225,10 @@ class Gallery:
                     )
                     added.append(row.id)
                 self._bump(session)
+                # Face ids, not photos or their file names: the log outlives a removal.
+                audit.record(
+                    session, actor, audit.PERSON_ENROLLED, name, {"face_ids": added, "model": model}
+                )
         except IntegrityError as exc:
             raise GalleryError(f"could not enrol {name!r}: {exc.orig}") from exc
         return {"name": name, "face_ids": added}
@@ -244,7 +257,7 @@ class Gallery:
                 entry["faces"].append(face)
         return list(people.values())
 
-    def add_person(self, name: str) -> str:
+    def add_person(self, name: str, *, actor: str = audit.CLI_ACTOR) -> str:
         """A person with no faces yet (enrolment adds them later); refused if enrolled."""
         name = check_name(name.strip())
         if not name:
@@ -255,11 +268,12 @@ class Gallery:
                     raise PersonExistsError(f"{name!r} is enrolled already")
                 session.add(Person(name=name))
                 # No descriptor changes: matching is unaffected, the version stays.
+                audit.record(session, actor, audit.PERSON_ADDED, name)
         except IntegrityError as exc:  # created meanwhile by another process
             raise PersonExistsError(f"{name!r} is enrolled already") from exc
         return name
 
-    def rename_person(self, name: str, new_name: str) -> None:
+    def rename_person(self, name: str, new_name: str, *, actor: str = audit.CLI_ACTOR) -> None:
         """Renames a person; into a name already enrolled, the faces join that person."""
         check_name(name)
         new_name = check_name(new_name.strip())
@@ -282,8 +296,12 @@ class Gallery:
                 )
                 session.delete(person)
             self._bump(session)
+            audit.record(
+                session, actor, audit.PERSON_RENAMED, name,
+                {"new_name": new_name, "merged": target is not None},
+            )
 
-    def remove_person(self, name: str) -> int:
+    def remove_person(self, name: str, *, actor: str = audit.CLI_ACTOR) -> int:
         """Removes a person and their faces; the number of faces removed."""
         check_name(name)
         with Session(self.engine) as session, session.begin():
@@ -293,24 +311,30 @@ class Gallery:
             removed = self._remove_faces(session, GalleryFace.person_id == person.id)
             session.delete(person)
             self._bump(session)
-        return removed
+            audit.record(session, actor, audit.PERSON_REMOVED, name, {"face_ids": removed})
+        return len(removed)
 
-    def remove_everyone(self) -> tuple[int, int]:
+    def remove_everyone(self, *, actor: str = audit.CLI_ACTOR) -> tuple[int, int]:
         """Empties the gallery: the numbers of people and of faces removed."""
         with Session(self.engine) as session, session.begin():
             faces = self._remove_faces(session, GalleryFace.id.is_not(None))
             people = session.execute(delete(Person)).rowcount
             self._bump(session)
-        return people, faces
+            audit.record(
+                session, actor, audit.GALLERY_EMPTIED, None, {"people": people, "faces": len(faces)}
+            )
+        return people, len(faces)
 
     @staticmethod
-    def _remove_faces(session: Session, which: Any) -> int:
-        face_ids = select(GalleryFace.id).where(which)
+    def _remove_faces(session: Session, which: Any) -> list[int]:
+        """Deletes the faces ``which`` selects with their descriptors; their ids."""
+        face_ids = list(session.scalars(select(GalleryFace.id).where(which)))
         # Explicit deletes: SQLite enforces ON DELETE CASCADE only with a pragma.
         session.execute(delete(FaceDescriptor).where(FaceDescriptor.face_id.in_(face_ids)))
-        return session.execute(delete(GalleryFace).where(which)).rowcount
+        session.execute(delete(GalleryFace).where(GalleryFace.id.in_(face_ids)))
+        return face_ids
 
-    def remove_face(self, name: str, face_id: int) -> None:
+    def remove_face(self, name: str, face_id: int, *, actor: str = audit.CLI_ACTOR) -> None:
         check_name(name)
         with Session(self.engine) as session, session.begin():
             face = session.execute(
@@ -323,8 +347,9 @@ class Gallery:
             session.execute(delete(FaceDescriptor).where(FaceDescriptor.face_id == face_id))
             session.delete(face)
             self._bump(session)
+            audit.record(session, actor, audit.FACE_REMOVED, name, {"face_id": face_id})
 
-    def remove_face_by_id(self, face_id: int) -> str:
+    def remove_face_by_id(self, face_id: int, *, actor: str = audit.CLI_ACTOR) -> str:
         """Removes one face, whoever it belongs to; the name of its person (who stays)."""
         with Session(self.engine) as session, session.begin():
             name = session.scalars(
@@ -337,6 +362,7 @@ class Gallery:
             session.execute(delete(FaceDescriptor).where(FaceDescriptor.face_id == face_id))
             session.execute(delete(GalleryFace).where(GalleryFace.id == face_id))
             self._bump(session)
+            audit.record(session, actor, audit.FACE_REMOVED, name, {"face_id": face_id})
         return name
 
     def faces(

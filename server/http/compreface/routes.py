@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
@@ -54,6 +55,7 @@ from server.http.upload import (
 )
 from server.service.admission import admit
 from server.service.form import Upload
+from server.store.audit import api_actor
 from server.store.enrolment import enrol_photos
 from server.store.gallery import FaceNotFoundError, PersonNotFoundError, check_name, check_source
 from server.store.keys import KeyRecord
@@ -309,9 +311,9 @@ async def recognize(request: Request, state: State) -> JSONResponse:
 @router.post("/subjects")
 async def create_subject(request: Request, state: State) -> JSONResponse:
     async def work() -> dict[str, Any]:
-        await admin_key(request, state)
+        actor = api_actor((await admin_key(request, state)).name)
         name = await subject_body(request)
-        return {"subject": await run_in_threadpool(state.gallery.add_person, name)}
+        return {"subject": await run_in_threadpool(state.gallery.add_person, name, actor=actor)}
 
     return await answer(request, work, status=201)
 
@@ -329,13 +331,15 @@ async def list_subjects(request: Request, state: State) -> JSONResponse:
 @router.put("/subjects/{subject:path}")
 async def rename_subject(request: Request, state: State, subject: str) -> JSONResponse:
     async def work() -> dict[str, Any]:
-        await admin_key(request, state)
+        actor = api_actor((await admin_key(request, state)).name)
         body = await _json_body(request, MAX_FIELD_BYTES)
         new_name = body.get("subject")
         if not isinstance(new_name, str) or not new_name.strip() or new_name.strip() == subject:
             return {"updated": False}  # as CompreFace: nothing to do
         try:
-            await run_in_threadpool(state.gallery.rename_person, subject, new_name)
+            await run_in_threadpool(
+                state.gallery.rename_person, subject, new_name, actor=actor
+            )
         except PersonNotFoundError:
             raise subject_not_found(subject) from None
         return {"updated": True}
@@ -346,9 +350,9 @@ async def rename_subject(request: Request, state: State, subject: str) -> JSONRe
 @router.delete("/subjects/{subject:path}")
 async def delete_subject(request: Request, state: State, subject: str) -> JSONResponse:
     async def work() -> dict[str, Any]:
-        await admin_key(request, state)
+        actor = api_actor((await admin_key(request, state)).name)
         try:
-            await run_in_threadpool(state.gallery.remove_person, subject)
+            await run_in_threadpool(state.gallery.remove_person, subject, actor=actor)
         except PersonNotFoundError:
             raise subject_not_found(subject) from None
         return {"subject": subject}
@@ -359,8 +363,8 @@ async def delete_subject(request: Request, state: State, subject: str) -> JSONRe
 @router.delete("/subjects")
 async def delete_all_subjects(request: Request, state: State) -> JSONResponse:
     async def work() -> dict[str, Any]:
-        await admin_key(request, state)
-        people, _faces = await run_in_threadpool(state.gallery.remove_everyone)
+        actor = api_actor((await admin_key(request, state)).name)
+        people, _faces = await run_in_threadpool(state.gallery.remove_everyone, actor=actor)
         return {"deleted": people}
 
     return await answer(request, work)
@@ -372,7 +376,7 @@ async def delete_all_subjects(request: Request, state: State) -> JSONResponse:
 @router.post("/faces")
 async def add_face(request: Request, state: State) -> JSONResponse:
     async def work() -> dict[str, Any]:
-        await admin_key(request, state)
+        actor = api_actor((await admin_key(request, state)).name)
         subject = subject_query(request)
         if subject is None:
             raise CompreFaceError(
@@ -385,7 +389,7 @@ async def add_face(request: Request, state: State) -> JSONResponse:
         check_source(source)
         batcher = await state.pipeline.batcher(TYPE)
         enrolled = await batcher.run_in_model_threads(
-            enrol_photos,
+            functools.partial(enrol_photos, actor=actor),
             state.gallery,
             batcher.model,
             subject,
@@ -421,13 +425,17 @@ async def list_faces(request: Request, state: State) -> JSONResponse:
 @router.delete("/faces")
 async def delete_faces(request: Request, state: State) -> JSONResponse:
     async def work() -> dict[str, Any]:
-        await admin_key(request, state)
+        actor = api_actor((await admin_key(request, state)).name)
         subject = subject_query(request)
         if subject is None:  # CompreFace: every face of every subject
-            _people, faces = await run_in_threadpool(state.gallery.remove_everyone)
+            _people, faces = await run_in_threadpool(state.gallery.remove_everyone, actor=actor)
             return {"deleted": faces}
         try:
-            return {"deleted": await run_in_threadpool(state.gallery.remove_person, subject)}
+            return {
+                "deleted": await run_in_threadpool(
+                    state.gallery.remove_person, subject, actor=actor
+                )
+            }
         except PersonNotFoundError:
             return {"deleted": 0}  # as CompreFace: nothing was there to remove
 
@@ -437,14 +445,16 @@ async def delete_faces(request: Request, state: State) -> JSONResponse:
 @router.delete("/faces/{image_id}")
 async def delete_face(request: Request, state: State, image_id: str) -> JSONResponse:
     async def work() -> dict[str, Any]:
-        await admin_key(request, state)
+        actor = api_actor((await admin_key(request, state)).name)
         not_found = FaceNotFoundError(f"Image {image_id} not found")
         if not (image_id.isascii() and image_id.isdigit()) or len(image_id) > 19:
             raise not_found
         if int(image_id) > MAX_FACE_ID:
             raise not_found
         try:
-            name = await run_in_threadpool(state.gallery.remove_face_by_id, int(image_id))
+            name = await run_in_threadpool(
+                state.gallery.remove_face_by_id, int(image_id), actor=actor
+            )
         except FaceNotFoundError:
             raise not_found from None
         return {"image_id": str(int(image_id)), "subject": name}
