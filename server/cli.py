@@ -38,16 +38,40 @@ def _quota_arg(value: str) -> int | None:
     return number
 
 
+def _prepare_model_folder_once(settings: Settings, log_config: dict) -> None:
+    """Before several workers start: the models' conversions and compile, once, in a process
+    of its own (the workers would otherwise all do them at once, on the same cores)."""
+    import logging
+    import multiprocessing
+
+    from server.ops.prepare import prepare_model_folder
+
+    # spawn, as uvicorn starts its workers: no torch state forked from this process.
+    process = multiprocessing.get_context("spawn").Process(
+        target=prepare_model_folder, args=(settings, log_config), name="prepare-models"
+    )
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        logging.getLogger(__name__).warning(
+            "preparing the model folder failed (exit status %s): each worker prepares its own",
+            process.exitcode,
+        )
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import logging.config
+    import time
 
     import uvicorn
 
+    from server.ops.announce import ReadyAnnouncer
     from server.pipeline.placement import gpu_requirement_problem
     from server.store.db import open_database
     from server.telemetry import metrics
     from server.telemetry.logs import logging_config
 
+    started = time.monotonic()
     problem = gpu_requirement_problem(settings)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
@@ -59,6 +83,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # Migrate once, before the workers start (each would find the schema current).
     engine = open_database(settings.resolved_database_url)
     engine.dispose()
+    if settings.preload and args.workers > 1:
+        # uvicorn binds the socket here, before its workers start: what takes long is done
+        # first; each worker then loads from the model folder and warms before it accepts.
+        _prepare_model_folder_once(settings, log_config)
+    announcer = ReadyAnnouncer(args.host, args.port, settings.preload, started)
+    announcer.start()
     try:
         uvicorn.run(
             "server.http.app:create_app",
@@ -77,6 +107,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             http="server.http.protocol:GuardedHttpToolsProtocol",
         )
     finally:
+        announcer.stop()
         if made_dir is not None:
             metrics.remove_multiprocess_dir(made_dir)
     return 0
