@@ -84,8 +84,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     engine = open_database(settings.resolved_database_url)
     engine.dispose()
     if settings.preload and args.workers > 1:
-        # uvicorn binds the socket here, before its workers start: what takes long is done
-        # first; each worker then loads from the model folder and warms before it accepts.
+        # What takes long is done once, first. (uvicorn's parent binds the socket but does not
+        # listen: the first worker to finish its startup, models loaded and warmed, does.)
         _prepare_model_folder_once(settings, log_config)
     announcer = ReadyAnnouncer(args.host, args.port, settings.preload, started)
     announcer.start()

@@ -139,8 +139,8 @@ def create_app(
         log.info("imagerecognize %s on %s", __version__, device)
         log_placements(settings, device)
         if settings.preload:
-            # Before uvicorn listens: it binds its socket (one worker) or accepts on the
-            # parent's (several) only once this startup has returned (server/ops/prepare.py).
+            # Before anything listens: uvicorn calls listen() on its socket (its own with one
+            # worker, the parent's bound one with several) only once this startup returns.
             await prepare_models(pipeline, readiness)
         else:
             log.info("models load on first use (IMAGERECOGNIZE_PRELOAD=false)")
