@@ -65,14 +65,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn
 
-    from server.ops.announce import ReadyAnnouncer
+    from server.ops.announce import ReadyAnnouncer, bind_problem
     from server.pipeline.placement import gpu_requirement_problem
     from server.store.db import open_database
     from server.telemetry import metrics
     from server.telemetry.logs import logging_config
 
     started = time.monotonic()
-    problem = gpu_requirement_problem(settings)
+    problem = gpu_requirement_problem(settings) or bind_problem(args.host, args.port)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 1
@@ -88,7 +88,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # listen: the first worker to finish its startup, models loaded and warmed, does.)
         _prepare_model_folder_once(settings, log_config)
     announcer = ReadyAnnouncer(args.host, args.port, settings.preload, started)
-    announcer.start()
+    if args.port != 0:  # port 0: uvicorn chooses one, and only its own line names it
+        announcer.start()
     try:
         uvicorn.run(
             "server.http.app:create_app",

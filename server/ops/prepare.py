@@ -20,6 +20,7 @@ from server.ops.health import Readiness
 from server.pipeline.analysis import AnalysisPipeline
 from server.pipeline.model_manager import ModelManager
 from server.settings import Settings
+from server.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -74,5 +75,9 @@ def prepare_model_folder(settings: Settings, log_config: dict[str, Any]) -> None
         finally:
             await models.close()
 
-    asyncio.run(load_and_release())
+    try:
+        asyncio.run(load_and_release())
+    finally:
+        # Its gauges (models loaded, then unloaded) leave the workers' sums.
+        metrics.process_exiting()
     log.info("model folder prepared in %.1f s", time.perf_counter() - started)
