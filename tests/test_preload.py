@@ -5,6 +5,7 @@ answers; with PRELOAD=false it listens at once and loads each model on first use
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import requests
 from fastapi.testclient import TestClient
 
 from server.http.app import create_app
-from server.ops.announce import base_url
+from server.ops.announce import base_url, bind_problem
 from server.settings import Settings
 from tests.conftest import ROOT, free_port, make_settings
 
@@ -43,6 +44,15 @@ def test_the_ready_line_asks_the_address_it_serves() -> None:
     assert base_url("::", 8000) == "http://[::1]:8000"
     assert base_url("192.0.2.7", 81) == "http://192.0.2.7:81"
     assert base_url("fe80::1", 81) == "http://[fe80::1]:81"
+
+
+def test_a_taken_port_is_refused_before_preparing() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        problem = bind_problem("127.0.0.1", taken.getsockname()[1])
+    assert problem is not None and "in use" in problem
+    assert bind_problem("127.0.0.1", free_port()) is None
 
 
 def first_answer(base: str, process: subprocess.Popen, log: Path) -> requests.Response:
@@ -93,6 +103,11 @@ def test_a_preloaded_server_is_ready_as_soon_as_it_listens(tmp_path: Path, worke
         served = sorted(body["models"])
         assert served and all(model["warmed"] for model in body["models"].values())
         text = wait_for_line(log, "ready: answering on")
+        # Every model counts as loaded (with several workers: in every process that counts).
+        exposition = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        loaded = [line for line in exposition.splitlines()
+                  if line.startswith("imagerecognize_model_loaded{")]
+        assert loaded and all(line.endswith(" 1.0") for line in loaded), loaded
     finally:
         process.terminate()
         try:
