@@ -103,7 +103,7 @@ def _unknown_message(unknown: list[str], rules: FolderRules, type_: str) -> str:
     if rules.what == "person":
         hint = "every sub-folder must be a person enrolled in the gallery, or unknown/"
     else:
-        accepted = sorted(rules.rename.get(n, n) for n in rules.allowed or ())
+        accepted = sorted(rules.allowed or ())
         listed = ", ".join(f"{n}/" for n in accepted) if len(accepted) <= 8 else "its labels"
         negative = f", or {rules.negative}/" if rules.negative else ""
         hint = f"{type_} accepts {listed}{negative}"
