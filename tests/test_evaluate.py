@@ -481,7 +481,9 @@ def test_detect_faces_folders_and_boxes(
     assert face["boxes"] == {"annotated": 3, "found": 2, "matched": 2}
     assert face["ap50"] == pytest.approx(2 / 3, abs=1e-4)
     assert (face["support"], face["negatives"]) == (3, 1)  # coffee is annotated with a face
-    check_page(out)
+    assert [Path(m["path"]).name for m in face["mistakes"]["misses"]] == ["coffee.jpg"]
+    page = check_page(out)
+    assert page.count('src="thumbnails/') == 1  # the miss, as a thumbnail
 
 
 @pytest.mark.slow

@@ -137,7 +137,8 @@ def _plot_curve(label: str, entry: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")  # files only, no display
     from matplotlib import pyplot as plt
 
-    curve = entry["curve"]
+    # A threshold that predicts nothing has no precision: not drawn.
+    curve = [p for p in entry["curve"] if p["tp"] + p["fp"]]
     figure, axes = plt.subplots(figsize=(4.2, 3.6), dpi=100)
     axes.plot(
         [p["recall"] for p in curve], [p["precision"] for p in curve], marker=".", markersize=3

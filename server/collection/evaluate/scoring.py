@@ -60,7 +60,7 @@ def found_in(data: dict[str, Any], type_: str) -> tuple[dict[str, float], list[F
 def thresholds_for(type_: str, scores: Sequence[float | None]) -> list[float]:
     """Objects and nsfw: every integer 0..100, what the API's parameters can be set to.
     detect_faces is filtered by its callers, so also every score seen."""
-    grid = [float(t) for t in CONFIDENCE_GRID]
+    grid: list[float] = list(CONFIDENCE_GRID)
     if type_ == "detect_faces":
         grid = sorted(set(grid) | {s for s in scores if s is not None})
     return grid
