@@ -451,7 +451,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
-    from models.registry import API_TYPES
+    from models.types import API_TYPES
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -462,8 +462,9 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         "results file: a second run analyses nothing again.",
     )
     evaluate.add_argument("folder", metavar="LABELLED_FOLDER")
-    evaluate.add_argument("--type", required=True, choices=API_TYPES, metavar="TYPE",
-                          help=f"one of {', '.join(API_TYPES)}")
+    evaluate.add_argument(
+        "--type", required=True, choices=API_TYPES, metavar="TYPE", help=", ".join(API_TYPES)
+    )
     evaluate.add_argument("--out", required=True, metavar="REPORT_DIR")
     evaluate.add_argument(
         "--target",

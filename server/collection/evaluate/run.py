@@ -74,13 +74,12 @@ class Gallery:
 
 
 def _gallery(settings: Settings, descriptor: str) -> Gallery:
-    from server.store.db import init_db, make_engine
+    from server.store.db import open_database
     from server.store.gallery import Gallery as Store
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url)
+    engine = open_database(settings.resolved_database_url)
     try:
-        init_db(engine)
         store = Store(engine)
         people = store.people(descriptor)
         stale = [
@@ -118,14 +117,12 @@ def read_dataset(request: EvaluateRequest, gallery: Gallery | None) -> Dataset:
 
 
 def run_evaluate(request: EvaluateRequest, settings: Settings) -> int:
-    from models.registry import default_model
-
     try:
         target = Target.parse(request.target)
     except ValueError as exc:
         print(f"error: --target {exc}", file=sys.stderr)
         return EXIT_USAGE
-    cls = default_model(request.type, settings.model_for(request.type), settings.resolved_model_dir)
+    cls = settings.model_class(request.type)
     if cls is None:
         print(f"error: type {request.type} has no model on this server", file=sys.stderr)
         return EXIT_FAILED
