@@ -546,8 +546,8 @@ def test_celebrities_rates_against_the_threshold_in_use(
 def test_detect_text_error_rates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.rendered_text import edit_distance as reference_distance
-    from tests.rendered_text import render_pages
+    from scripts.rendered_text import edit_distance as reference_distance
+    from scripts.rendered_text import render_pages
 
     settings = make_settings(tmp_path / "data")
     root = tmp_path / "pages"
