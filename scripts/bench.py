@@ -142,7 +142,6 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 def raw_pipeline(type_: str, images: list[bytes]) -> dict:
     import torch
 
-    from models.images import decode_image, inspect_image
     from models.registry import default_model
     from models.runtimes.device import choose_device
     from server.settings import Settings
@@ -153,25 +152,7 @@ def raw_pipeline(type_: str, images: list[bytes]) -> dict:
     cls = default_model(type_, None, settings.resolved_model_dir)
     model = cls(device, settings.model_options())
     model.load()
-    params = PARAMS.get(type_, {})
-    results = {}
-    for batch in (1, 2, 4, 8):
-        chunk = images[: batch * max(1, 16 // batch)]
-        started = time.perf_counter()
-        for start in range(0, len(chunk), batch):
-            decoded = [
-                decode_image(d, inspect_image(d, 10**9), model.input_max_side)
-                for d in chunk[start : start + batch]
-            ]
-            items = [model.preprocess(image) for image in decoded]
-            outputs = model.predict(items)
-            for output, item, image in zip(outputs, items, decoded, strict=True):
-                model.postprocess(output, item, image, params)
-        elapsed = time.perf_counter() - started
-        results[batch] = {
-            "images_per_s": round(len(chunk) / elapsed, 2),
-            "ms_per_image": round(1000 * elapsed / len(chunk), 1),
-        }
+    results = time_batches(model, type_, images, (1, 2, 4, 8), per_batch_size=16)
     del torch
     best = max(results, key=lambda b: results[b]["images_per_s"])
     return {
@@ -180,6 +161,39 @@ def raw_pipeline(type_: str, images: list[bytes]) -> dict:
         "best_images_per_s": results[best]["images_per_s"],
         "batch1_ms": results[1]["ms_per_image"],
     }
+
+
+def time_batches(
+    model, type_: str, images: list[bytes], batch_sizes, per_batch_size: int, predict=None
+) -> dict[int, dict]:
+    """Decode, preprocess, predict and postprocess ``images`` in one thread, in batches of
+    each size (``per_batch_size`` images per size, at least one whole batch): images/s and
+    ms per image per batch size. ``predict``: how a batch is run (default
+    ``model.predict``)."""
+    from models.images import decode_image, inspect_image
+
+    predict = predict or model.predict
+    params = PARAMS.get(type_, {})
+    results = {}
+    for batch in batch_sizes:
+        chunk = images[: batch * max(1, per_batch_size // batch)]
+        started = time.perf_counter()
+        for start in range(0, len(chunk), batch):
+            decoded = [
+                decode_image(d, inspect_image(d, 10**9), model.input_max_side)
+                for d in chunk[start : start + batch]
+            ]
+            items = [model.preprocess(image) for image in decoded]
+            outputs = predict(items)
+            for output, item, image in zip(outputs, items, decoded, strict=True):
+                model.postprocess(output, item, image, params)
+        elapsed = time.perf_counter() - started
+        results[batch] = {
+            "images": len(chunk),
+            "images_per_s": round(len(chunk) / elapsed, 2),
+            "ms_per_image": round(1000 * elapsed / len(chunk), 1),
+        }
+    return results
 
 
 def analyze_command(type_: str, images: list[bytes], env: dict[str, str]) -> dict:
@@ -251,21 +265,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def load(url: str, key: str, type_: str, images: list[bytes], concurrency: int) -> dict:
+def send(
+    url: str, key: str, type_: str, images: list[bytes], concurrency: int
+) -> tuple[list[float], dict[str, int], float]:
+    """Posts every image once, ``concurrency`` at a time: the latencies (ms) of the 200
+    answers, the count of each status (or exception name), and the wall time (s)."""
     session_pool = [requests.Session() for _ in range(concurrency)]
     fields = {"apikey": key, "type": type_, **PARAMS.get(type_, {})}
 
-    def one(index: int) -> tuple[float, int]:
+    def one(index: int) -> tuple[float, str]:
         session = session_pool[index % concurrency]
         started = time.perf_counter()
-        response = session.post(url, data=fields, files={"file": images[index]}, timeout=300)
-        return (time.perf_counter() - started) * 1000, response.status_code
+        try:
+            response = session.post(url, data=fields, files={"file": images[index]}, timeout=300)
+        except requests.RequestException as exc:
+            return (time.perf_counter() - started) * 1000, type(exc).__name__
+        return (time.perf_counter() - started) * 1000, str(response.status_code)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, range(len(images))))
     wall = time.perf_counter() - started
-    latencies = [ms for ms, status in results if status == 200]
+    statuses: dict[str, int] = {}
+    for _, status in results:
+        statuses[status] = statuses.get(status, 0) + 1
+    return [ms for ms, status in results if status == "200"], statuses, wall
+
+
+def load(url: str, key: str, type_: str, images: list[bytes], concurrency: int) -> dict:
+    latencies, _statuses, wall = send(url, key, type_, images, concurrency)
     return {
         "concurrency": concurrency,
         "requests": len(images),

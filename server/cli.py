@@ -1,4 +1,5 @@
-"""The `imagerecognize` command: serve, keys, models, gallery, analyze, evaluate."""
+"""The `imagerecognize` command: serve, keys, models, gallery, analyze, evaluate, results,
+audit."""
 
 from __future__ import annotations
 
@@ -385,6 +386,106 @@ def cmd_gallery_reindex(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _days_arg(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days") from None
+    if not days >= 0:  # also NaN
+        raise argparse.ArgumentTypeError("days must be >= 0")
+    return days
+
+
+def _limit_arg(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("the limit must be >= 1")
+    return number
+
+
+def cmd_results_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from server.store.keys import KeyManagementError
+    from server.store.results import ResultStore
+
+    if args.key is None and args.older_than is None and not args.all:
+        args.parser.error("name what to delete: --key NAME, --older-than DAYS, or --all")
+    from server.store.db import open_database
+
+    store = ResultStore(
+        open_database(settings.resolved_database_url), settings.result_retention_days
+    )
+    try:
+        removed = store.purge(key_name=args.key, older_than_days=args.older_than)
+    except KeyManagementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"deleted {removed} stored result(s)")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+    from datetime import timedelta
+
+    from server.store.audit import AuditLog
+    from server.store.db import utcnow
+
+    since = None if args.days is None else utcnow() - timedelta(days=args.days)
+    from server.store.db import open_database
+
+    entries = AuditLog(open_database(settings.resolved_database_url)).entries(
+        action=args.action, actor=args.actor, subject=args.subject, since=since, limit=args.limit
+    )
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry.as_json(), sort_keys=True))
+        return 0
+    print(f"{'when (UTC)':<20} {'who':<16} {'what':<22} {'subject':<24} details")
+    for entry in entries:
+        details = json.dumps(entry.details, sort_keys=True) if entry.details else ""
+        print(
+            f"{entry.as_json()['at']:<20} {entry.actor:<16} {entry.action:<22} "
+            f"{entry.subject or '':<24} {details}"
+        )
+    if not entries:
+        print("no audit entries match", file=sys.stderr)
+    return 0
+
+
+def _add_privacy(commands: argparse._SubParsersAction) -> None:
+    from server.store.audit import ACTIONS
+
+    results = commands.add_parser("results", help="stored analysis results").add_subparsers(
+        dest="results_command", required=True
+    )
+    purge = results.add_parser(
+        "purge", help="delete stored results now, by key and age (audited)"
+    )
+    purge.add_argument("--key", metavar="NAME", help="only this key's results")
+    purge.add_argument(
+        "--older-than", type=_days_arg, metavar="DAYS", help="only results older than this"
+    )
+    purge.add_argument("--all", action="store_true", help="every key's results, of any age")
+    purge.set_defaults(func=cmd_results_purge, parser=purge)
+
+    audit = commands.add_parser(
+        "audit",
+        help="show the audit log: keys, quota, gallery and result deletions, newest first",
+    )
+    audit.add_argument("--action", choices=ACTIONS, help="only this action")
+    audit.add_argument("--actor", help="only this actor: cli, server, or key:NAME")
+    audit.add_argument("--subject", help="only this key's, person's or result's entries")
+    audit.add_argument("--days", type=_days_arg, metavar="N", help="only the last N days")
+    audit.add_argument(
+        "--limit", type=_limit_arg, default=50, help="most entries shown (default 50)"
+    )
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.set_defaults(func=cmd_audit)
+
+
 def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
     from server.collection.analyze import job_from, run_analyze
 
@@ -573,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_analyze(commands)
     _add_evaluate(commands)
+    _add_privacy(commands)
     return parser
 
 

@@ -91,10 +91,25 @@ class Settings(BaseSettings):
         description="Longest time from a connection (or the first byte of its next request) "
         "to the end of the request's headers; slower clients get 408 and are disconnected.",
     )
+    store_results: bool = Field(
+        True,
+        description="Store each analysis' result (never the image) for type=cache and for "
+        "answering identical requests. false: nothing is stored, type=cache answers an "
+        "empty list with `storing: false`, and `data.id` is null (docs/privacy.md). The "
+        "gallery is not affected.",
+    )
     result_retention_days: float = Field(
         30.0,
-        description="How long analysis results are kept for type=cache and for answering "
-        "identical requests from the store.",
+        gt=0,
+        description="How long stored results are kept: older ones are neither listed nor "
+        "reused, and the server deletes them (at start and every "
+        "RESULT_PURGE_INTERVAL_S). `imagerecognize results purge` deletes sooner.",
+    )
+    result_purge_interval_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How often a running server deletes the results older than "
+        "RESULT_RETENTION_DAYS.",
     )
     cors_allow_origins: list[str] = Field(
         ["*"],

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from urllib.parse import unquote_plus
 
 import anyio.to_thread
@@ -22,6 +23,7 @@ from server.http.ops_routes import router as ops_router
 from server.http.respond import RequestIdMiddleware, envelope
 from server.http.state import AppState, State
 from server.http.v2.gallery_routes import router as gallery_router
+from server.http.v2.results_routes import router as results_router
 from server.http.v2.routes import router
 from server.http.web import install_web
 from server.ops.drain import Drain
@@ -31,7 +33,7 @@ from server.pipeline.analysis import AnalysisPipeline
 from server.pipeline.placement import gpu_requirement_problem, log_placements
 from server.service.analysis import AnalysisService
 from server.settings import Settings, get_settings
-from server.store.db import open_database
+from server.store.db import open_database, utcnow
 from server.store.gallery import Gallery
 from server.store.keys import KeyStore
 from server.store.results import ResultStore
@@ -39,7 +41,6 @@ from server.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
-PURGE_INTERVAL_S = 3600.0
 RECLAIM_INTERVAL_S = 60.0
 # A reservation older than the request timeout plus this is abandoned whoever holds it.
 RESERVATION_GRACE_S = 300.0
@@ -66,15 +67,17 @@ class RedactApiKeys(logging.Filter):
         return True
 
 
-async def _purge_periodically(results: ResultStore) -> None:
+async def _purge_periodically(results: ResultStore, interval_s: float) -> None:
+    """Enforces the retention: deletes the results older than it, at start and then every
+    ``interval_s``, off the event loop."""
     while True:
         try:
             removed = await asyncio.to_thread(results.purge_expired)
             if removed:
-                log.info("removed %d expired results", removed)
+                log.info("deleted %d results older than the retention", removed)
         except Exception:
-            log.exception("purging expired results failed")
-        await asyncio.sleep(PURGE_INTERVAL_S)
+            log.exception("deleting expired results failed")
+        await asyncio.sleep(interval_s)
 
 
 async def _reclaim_periodically(keys: KeyStore, older_than_s: float) -> None:
@@ -88,7 +91,10 @@ async def _reclaim_periodically(keys: KeyStore, older_than_s: float) -> None:
         await asyncio.sleep(RECLAIM_INTERVAL_S)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow
+) -> FastAPI:
+    """The app; ``clock`` (UTC, aware) decides stored results' age: a test's own clock."""
     settings = settings or get_settings()
     # Before anything starts: the one-line reason and exit status 1, no traceback, also under
     # a bare `uvicorn --factory`; `serve` checks first, so that it never starts uvicorn.
@@ -106,7 +112,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gallery = Gallery(engine)
         pipeline = AnalysisPipeline(settings, device, gallery=gallery)
         keys = KeyStore(engine)
-        results = ResultStore(engine, settings.result_retention_days)
+        results = ResultStore(
+            engine,
+            settings.result_retention_days,
+            storing=settings.store_results,
+            clock=clock,
+        )
         trimmer = IdleTrimmer()
         abandoned_after_s = settings.request_timeout_s + RESERVATION_GRACE_S
         await asyncio.to_thread(keys.reclaim_abandoned, abandoned_after_s)
@@ -130,7 +141,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await pipeline.preload()
             await readiness.warm_up()
         drain.install(asyncio.get_running_loop())
-        purge = asyncio.create_task(_purge_periodically(results))
+        purge = asyncio.create_task(
+            _purge_periodically(results, settings.result_purge_interval_s)
+        )
         trim = asyncio.create_task(trimmer.run())
         reclaim = asyncio.create_task(_reclaim_periodically(keys, abandoned_after_s))
         try:
@@ -155,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(gallery_router)
+    app.include_router(results_router)
     app.include_router(ops_router)
     install_browser_middleware(app, settings)
     install_web(app)

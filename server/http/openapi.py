@@ -1,8 +1,8 @@
 """The OpenAPI description of the API, written out by hand where FastAPI cannot see it.
 
-The /api/v2/ and gallery handlers read their form themselves (streamed, with a size limit),
-so FastAPI knows neither their fields nor their answers; GET and POST of one handler would
-also share one operation id. Those paths are described here: their fields, and every status
+The /api/v2/, results and gallery handlers read their form themselves (streamed, with a size
+limit), so FastAPI knows neither their fields nor their answers; GET and POST of one handler
+would also share one operation id. Those paths are described here: their fields, and every status
 code with its body and message, taken from the one table in server/errors.py.
 """
 
@@ -59,6 +59,16 @@ GALLERY_STATUSES: list[tuple[ErrorKind, str, str | None]] = [
     (ErrorKind.INVALID_PARAMETER, "Missing name or file; a photo with no face, several faces, "
      "or not PNG/JPEG; an unknown person or face.", "name (missing)"),
     (ErrorKind.UNAVAILABLE, "The face model is absent or failed to load.", None),
+    (ErrorKind.INTERNAL, "Unexpected failure; the X-Request-Id header names the log entry.", None),
+]
+
+RESULT_STATUSES: list[tuple[ErrorKind, str, str | None]] = [
+    (ErrorKind.APIKEY_MISSING, "No apikey field, or an empty one.", None),
+    (ErrorKind.APIKEY_INVALID, "Unknown or revoked key.", None),
+    (ErrorKind.FORBIDDEN, "A browser page from an origin not in CORS_ALLOW_ORIGINS.",
+     "origin https://other.example is not allowed"),
+    (ErrorKind.INVALID_PARAMETER, "This key has no stored result by that id (another key's "
+     "result is answered the same).", "id (no such result for this key)"),
     (ErrorKind.INTERNAL, "Unexpected failure; the X-Request-Id header names the log entry.", None),
 ]
 
@@ -204,6 +214,22 @@ def api_paths() -> dict[str, Any]:
                 },
                 "responses": gallery_responses,
             },
+        },
+        "/api/v2/results/{result_id}": {
+            "delete": {
+                "operationId": "delete_result",
+                "summary": "Delete one of this key's stored results (audited)",
+                "parameters": [
+                    {"name": "result_id", "in": "path", "required": True,
+                     "schema": {"type": "string"}, "description": "data.id of the analysis."},
+                    _query("apikey", APIKEY_FIELD, True),
+                ],
+                "responses": _responses(
+                    RESULT_STATUSES,
+                    {"status": 200, "status_message": "OK", "data": {"deleted": "3f0c…"}},
+                    "Deleted.",
+                ),
+            }
         },
         "/api/v2/gallery/{name}": {
             "delete": {

@@ -14,6 +14,8 @@ from server.catalog import CACHE_DEFAULT_LIMIT
 from server.errors import ApiError, ErrorKind
 from server.pipeline.analysis import AnalysisPipeline, PipelineResult
 from server.service.admission import Admitted, AdmittedImage
+from server.service.checks import NO_SUCH_RESULT
+from server.store.audit import api_actor
 from server.store.keys import KeyRecord, KeyStore
 from server.store.results import ResultStore
 
@@ -22,7 +24,7 @@ def analysis_data(
     result: PipelineResult,
     *,
     quota: int | None,
-    result_id: str,
+    result_id: str | None,
     cached: bool,
     started: float,
 ) -> dict[str, Any]:
@@ -62,7 +64,7 @@ class AnalysisService:
                     admitted.params,
                     then=lambda result: self._save(admitted.key, admitted.params, image, result),
                 )
-                assert saved_id is not None
+                # None: storing is off (IMAGERECOGNIZE_STORE_RESULTS=false).
                 result_id, cached = saved_id, False
         except BaseException:
             # Given back unless its result was stored (then the unit stays charged).
@@ -82,7 +84,7 @@ class AnalysisService:
         params: dict[str, Any],
         image: AdmittedImage,
         result: PipelineResult,
-    ) -> str:
+    ) -> str | None:
         return self.results.save(
             key.id,
             result.type,
@@ -95,15 +97,34 @@ class AnalysisService:
         )
 
     async def cache(self, admitted: Admitted) -> dict[str, Any]:
-        """This key's stored results, newest first; free of charge."""
+        """This key's stored results, newest first; free of charge. With storing off, none,
+        and ``storing: false`` says why."""
         key, params = admitted.key, admitted.params
-        if "id" in params:
+        if not self.results.storing:
+            entries = []
+        elif "id" in params:
             entry = await run_in_threadpool(self.results.one, key.id, params["id"])
             if entry is None:
-                raise ApiError(ErrorKind.INVALID_PARAMETER, "id (no such result for this key)")
+                raise ApiError(ErrorKind.INVALID_PARAMETER, NO_SUCH_RESULT)
             entries = [entry]
         else:
             limit = params.get("limit", CACHE_DEFAULT_LIMIT)
             entries = await run_in_threadpool(self.results.recent, key.id, limit)
         remaining = await run_in_threadpool(self.keys.remaining, key)
-        return {"error": 0, "type": "cache", "objects": entries, "quota": remaining}
+        return {
+            "error": 0,
+            "type": "cache",
+            "objects": entries,
+            "quota": remaining,
+            "storing": self.results.storing,
+        }
+
+    async def delete(self, key: KeyRecord, result_id: str) -> dict[str, Any]:
+        """Deletes one of ``key``'s stored results; 421 when it has none by that id (another
+        key's result is not told apart from none)."""
+        deleted = await run_in_threadpool(
+            self.results.delete, key.id, result_id, actor=api_actor(key.name)
+        )
+        if not deleted:
+            raise ApiError(ErrorKind.INVALID_PARAMETER, NO_SUCH_RESULT)
+        return {"deleted": result_id}

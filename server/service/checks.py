@@ -14,6 +14,8 @@ from server.service.form import Upload
 # that int() never meets Python's 4,300-digit limit; leading zeros are allowed.
 _DECIMAL = re.compile(r"^\s*[+-]?[0-9]{1,20}\s*$", re.ASCII)
 
+NO_SUCH_RESULT = "id (no such result for this key)"
+
 
 def parse_int(value: str) -> int | None:
     """A decimal integer string ("80", " 80 ", "+80") to int; anything else to None."""
@@ -54,7 +56,7 @@ def check_parameters(type_: str, upload: Upload, partial: bool = False) -> dict[
         result_id = upload.fields["id"].strip()
         # No stored id is longer or holds NUL, which PostgreSQL refuses outright (500).
         if len(result_id) > MAX_RESULT_ID_CHARS or "\x00" in result_id:
-            problems.append("id (no such result for this key)")
+            problems.append(NO_SUCH_RESULT)
         else:
             params["id"] = result_id
     if problems:

@@ -1,4 +1,5 @@
-"""The database: API keys with their quota, and stored analysis results.
+"""The database: API keys with their quota, stored analysis results, the gallery, the audit
+log.
 
 Portable SQLAlchemy only (no SQLite-only SQL), so any SQLAlchemy URL works; PostgreSQL and
 SQLite are the tested ones. The schema is made and changed by the Alembic migrations in
@@ -135,6 +136,24 @@ class FaceDescriptor(Base):
     )
     model: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # float32, little-endian
+
+
+class AuditEntry(Base):
+    """One change to who may use the server or whom it recognises: a key created, revoked or
+    given a quota, a person enrolled or removed, stored results deleted. Written in the
+    transaction of the change itself (server/store/audit.py); never holds a key, its hash or
+    an image."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    # "cli" (the operator's command line), "server" (retention) or "key:NAME" (over the API).
+    actor: Mapped[str] = mapped_column(String(220), nullable=False, index=True)
+    action: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    # What it was done to: a key's or a person's name, a result's id; NULL for a purge.
+    subject: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class GalleryState(Base):

@@ -14,6 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from server.store import audit
 from server.store.gallery import Gallery, GalleryError, check_name, check_source, enrolment_faces
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -21,15 +22,21 @@ REINDEX_CHUNK = 32  # crops described per model call
 
 
 def enrol_photos(
-    gallery: Gallery, model: Any, name: str, photos: list[tuple[str, bytes]], max_pixels: int
+    gallery: Gallery,
+    model: Any,
+    name: str,
+    photos: list[tuple[str, bytes]],
+    max_pixels: int,
+    *,
+    actor: str = audit.CLI_ACTOR,
 ) -> dict[str, Any]:
-    """Adds one face from each photo to ``name``, all or nothing; what the database cannot
-    hold is refused before the model runs."""
+    """Adds one face from each photo to ``name``, all or nothing, audited as done by
+    ``actor``; what the database cannot hold is refused before the model runs."""
     check_name(name)
     for source, _ in photos:
         check_source(source)
     faces = enrolment_faces(model, photos, max_pixels)
-    return gallery.enrol(name, faces, model.descriptor_name)
+    return gallery.enrol(name, faces, model.descriptor_name, actor=actor)
 
 
 def folder_photos(root: Path) -> list[tuple[str, Path]]:

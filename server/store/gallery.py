@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from models.images import ImageError, decode_image, inspect_image
 from server.errors import InputError
+from server.store import audit
 from server.store.db import FaceDescriptor, GalleryFace, GalleryState, Person
 
 STATE_ROW = 1
@@ -127,8 +128,16 @@ class Gallery:
         if not updated:
             session.add(GalleryState(id=STATE_ROW, version=1))
 
-    def enrol(self, name: str, faces: list[EnrolledFace], model: str) -> dict[str, Any]:
-        """Adds faces to a person (created if new), all or nothing."""
+    def enrol(
+        self,
+        name: str,
+        faces: list[EnrolledFace],
+        model: str,
+        *,
+        actor: str = audit.CLI_ACTOR,
+    ) -> dict[str, Any]:
+        """Adds faces to a person (created if new), all or nothing; audited as done by
+        ``actor`` (server/store/audit.py), like every change here."""
         name = check_name(name.strip())
         if not name:
             raise GalleryError("a person needs a name")
@@ -159,6 +168,10 @@ class Gallery:
                     )
                     added.append(row.id)
                 self._bump(session)
+                # Face ids, not photos or their file names: the log outlives a removal.
+                audit.record(
+                    session, actor, audit.PERSON_ENROLLED, name, {"face_ids": added, "model": model}
+                )
         except IntegrityError as exc:
             raise GalleryError(f"could not enrol {name!r}: {exc.orig}") from exc
         return {"name": name, "face_ids": added}
@@ -187,20 +200,23 @@ class Gallery:
                 entry["faces"].append(face)
         return list(people.values())
 
-    def remove_person(self, name: str) -> None:
+    def remove_person(self, name: str, *, actor: str = audit.CLI_ACTOR) -> None:
         check_name(name)
         with Session(self.engine) as session, session.begin():
             person = session.scalars(select(Person).where(Person.name == name)).first()
             if person is None:
                 raise GalleryError(f"no person named {name!r}")
-            face_ids = select(GalleryFace.id).where(GalleryFace.person_id == person.id)
+            removed = list(
+                session.scalars(select(GalleryFace.id).where(GalleryFace.person_id == person.id))
+            )
             # Explicit deletes: SQLite enforces ON DELETE CASCADE only with a pragma.
-            session.execute(delete(FaceDescriptor).where(FaceDescriptor.face_id.in_(face_ids)))
+            session.execute(delete(FaceDescriptor).where(FaceDescriptor.face_id.in_(removed)))
             session.execute(delete(GalleryFace).where(GalleryFace.person_id == person.id))
             session.delete(person)
             self._bump(session)
+            audit.record(session, actor, audit.PERSON_REMOVED, name, {"face_ids": removed})
 
-    def remove_face(self, name: str, face_id: int) -> None:
+    def remove_face(self, name: str, face_id: int, *, actor: str = audit.CLI_ACTOR) -> None:
         check_name(name)
         with Session(self.engine) as session, session.begin():
             face = session.execute(
@@ -213,6 +229,7 @@ class Gallery:
             session.execute(delete(FaceDescriptor).where(FaceDescriptor.face_id == face_id))
             session.delete(face)
             self._bump(session)
+            audit.record(session, actor, audit.FACE_REMOVED, name, {"face_id": face_id})
 
     def aligned_faces(self) -> list[tuple[int, np.ndarray]]:
         """Every enrolled face's aligned crop, for reindexing."""

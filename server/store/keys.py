@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.errors import ApiError, ErrorKind, ModelUnavailableError
+from server.store import audit
 from server.store.db import ApiKey, QuotaReservation, utcnow
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,16 @@ class KeyStore:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def create(self, name: str, quota: int | None = None, is_admin: bool = False) -> str:
-        """Creates a key and returns it; only its hash is kept."""
+    def create(
+        self,
+        name: str,
+        quota: int | None = None,
+        is_admin: bool = False,
+        *,
+        actor: str = audit.CLI_ACTOR,
+    ) -> str:
+        """Creates a key and returns it; only its hash is kept (and the audit log names it,
+        never its value). ``actor``: who asks (server/store/audit.py), for every change here."""
         if quota is not None and quota < 0:
             raise KeyManagementError("quota must be >= 0")
         key = KEY_PREFIX + secrets.token_urlsafe(24)
@@ -137,6 +146,10 @@ class KeyStore:
         try:
             with Session(self.engine) as session, session.begin():
                 session.add(row)
+                session.flush()  # the name's uniqueness is checked before the log names it
+                audit.record(
+                    session, actor, audit.KEY_CREATED, name, {"quota": quota, "admin": is_admin}
+                )
         except IntegrityError as exc:
             raise KeyManagementError(f"a key named {name!r} already exists") from exc
         return key
@@ -158,7 +171,7 @@ class KeyStore:
             row = session.scalars(select(ApiKey).where(ApiKey.name == name)).first()
             return None if row is None else _record(row)
 
-    def revoke(self, key_or_name: str) -> KeyRecord:
+    def revoke(self, key_or_name: str, *, actor: str = audit.CLI_ACTOR) -> KeyRecord:
         with Session(self.engine) as session, session.begin():
             row = session.scalars(
                 select(ApiKey).where(
@@ -170,15 +183,22 @@ class KeyStore:
             if row.revoked:
                 raise KeyManagementError(f"key {row.name!r} is already revoked")
             row.revoked = True
+            # By name, also when revoked by its value: the log never holds a key.
+            audit.record(session, actor, audit.KEY_REVOKED, row.name)
             return _record(row)
 
-    def set_quota(self, name: str, quota: int | None) -> KeyRecord:
+    def set_quota(
+        self, name: str, quota: int | None, *, actor: str = audit.CLI_ACTOR
+    ) -> KeyRecord:
         if quota is not None and quota < 0:
             raise KeyManagementError("quota must be >= 0")
         with Session(self.engine) as session, session.begin():
             row = session.scalars(select(ApiKey).where(ApiKey.name == name)).first()
             if row is None:
                 raise KeyManagementError(f"no key named {name!r}")
+            audit.record(
+                session, actor, audit.KEY_QUOTA_SET, name, {"quota": quota, "was": row.quota}
+            )
             row.quota = quota
             return _record(row)
 

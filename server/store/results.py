@@ -1,11 +1,16 @@
 """Stored analysis results: answers for type=cache and for repeated identical analyses.
-Only results and image metadata are stored, never the images."""
+Only results and image metadata are stored, never the images; with storing off
+(IMAGERECOGNIZE_STORE_RESULTS=false) nothing at all. Results older than the retention are
+neither listed nor reused, and deleted by :meth:`ResultStore.purge_expired` (the server runs
+it periodically); :meth:`ResultStore.purge` and :meth:`ResultStore.delete` delete on demand,
+audited."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from models.base import Analysis, ModelId
 from models.images import ImageInfo
-from server.store.db import StoredResult, utcnow
-from server.store.keys import Reservation, settle
+from server.store import audit
+from server.store.db import ApiKey, StoredResult, utcnow
+from server.store.keys import KeyManagementError, Reservation, settle
 
 
 def lookup_hash(
@@ -53,14 +59,28 @@ def to_cache_entry(row: StoredResult) -> dict[str, Any]:
 
 
 class ResultStore:
-    def __init__(self, engine: Engine, retention_days: float):
+    def __init__(
+        self,
+        engine: Engine,
+        retention_days: float,
+        *,
+        storing: bool = True,
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        """``storing`` False: nothing is stored, listed or reused; ``clock``: the time that
+        stamps results and decides their age (UTC, aware; a test's own clock)."""
         self.engine = engine
+        self.retention_days = retention_days
         self.retention = timedelta(days=retention_days)
+        self.storing = storing
+        self.clock = clock
 
     def _oldest_kept(self) -> datetime:
-        return utcnow() - self.retention
+        return self.clock() - self.retention
 
     def find_identical(self, key_id: int, lookup: str) -> StoredResult | None:
+        if not self.storing:
+            return None
         with Session(self.engine, expire_on_commit=False) as session:
             return session.scalars(
                 select(StoredResult)
@@ -83,9 +103,14 @@ class ResultStore:
         result: Analysis,
         lookup: str,
         reservation: Reservation | None = None,
-    ) -> str:
-        """Stores a result; with ``reservation``, its quota unit is kept charged in the same
-        transaction (so that a unit is charged if and only if its result is stored)."""
+    ) -> str | None:
+        """Stores a result and returns its id; with ``reservation``, its quota unit is kept
+        charged in the same transaction (so that a unit is charged if and only if its result
+        is stored). With storing off only the unit is kept charged, and the id is None."""
+        if not self.storing:
+            with self.engine.begin() as connection:
+                settle(connection, reservation)
+            return None
         result_id = uuid.uuid4().hex
         with Session(self.engine) as session, session.begin():
             settle(session.connection(), reservation)
@@ -93,6 +118,7 @@ class ResultStore:
                 StoredResult(
                     id=result_id,
                     key_id=key_id,
+                    created_at=self.clock(),
                     type=type_,
                     image_sha256=info.sha256,
                     image_width=info.width,
@@ -109,6 +135,8 @@ class ResultStore:
         return result_id
 
     def recent(self, key_id: int, limit: int) -> list[dict[str, Any]]:
+        if not self.storing:
+            return []
         with Session(self.engine) as session:
             rows = session.scalars(
                 select(StoredResult)
@@ -122,6 +150,8 @@ class ResultStore:
             return [to_cache_entry(r) for r in rows]
 
     def one(self, key_id: int, result_id: str) -> dict[str, Any] | None:
+        if not self.storing:
+            return None
         with Session(self.engine) as session:
             row = session.scalars(
                 select(StoredResult).where(
@@ -133,7 +163,65 @@ class ResultStore:
             return None if row is None else to_cache_entry(row)
 
     def purge_expired(self) -> int:
+        """Deletes every result older than the retention; how many. Audited when any were."""
+        oldest = self._oldest_kept()
         with self.engine.begin() as conn:
-            return conn.execute(
-                delete(StoredResult).where(StoredResult.created_at < self._oldest_kept())
+            removed = conn.execute(
+                delete(StoredResult).where(StoredResult.created_at < oldest)
             ).rowcount
+            if removed:
+                audit.record(
+                    conn,
+                    audit.SERVER_ACTOR,
+                    audit.RESULTS_EXPIRED,
+                    details={"deleted": removed, "retention_days": self.retention_days},
+                    at=self.clock(),
+                )
+        return removed
+
+    def purge(
+        self,
+        *,
+        key_name: str | None = None,
+        older_than_days: float | None = None,
+        actor: str = audit.CLI_ACTOR,
+    ) -> int:
+        """Deletes the stored results of the key named ``key_name`` (every key's when None)
+        older than ``older_than_days`` (any age when None); how many. Audited."""
+        if older_than_days is not None and older_than_days < 0:
+            raise KeyManagementError("--older-than must be >= 0 days")
+        with self.engine.begin() as conn:
+            query = delete(StoredResult)
+            if key_name is not None:
+                key_id = conn.execute(
+                    select(ApiKey.id).where(ApiKey.name == key_name)
+                ).scalar_one_or_none()
+                if key_id is None:
+                    raise KeyManagementError(f"no key named {key_name!r}")
+                query = query.where(StoredResult.key_id == key_id)
+            if older_than_days is not None:
+                cutoff = self.clock() - timedelta(days=older_than_days)
+                query = query.where(StoredResult.created_at < cutoff)
+            removed = conn.execute(query).rowcount
+            audit.record(
+                conn,
+                actor,
+                audit.RESULTS_PURGED,
+                key_name,
+                details={"key": key_name, "older_than_days": older_than_days, "deleted": removed},
+                at=self.clock(),
+            )
+        return removed
+
+    def delete(self, key_id: int, result_id: str, *, actor: str) -> bool:
+        """Deletes one of this key's stored results (another key's is never touched): True
+        when there was one. Audited."""
+        with self.engine.begin() as conn:
+            removed = conn.execute(
+                delete(StoredResult).where(
+                    StoredResult.key_id == key_id, StoredResult.id == result_id
+                )
+            ).rowcount
+            if removed:
+                audit.record(conn, actor, audit.RESULT_DELETED, result_id, at=self.clock())
+        return removed == 1

@@ -8,6 +8,7 @@ DELETE /api/v2/gallery/{name}/faces/{id}?apikey=…   remove one face
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -18,6 +19,7 @@ from server.errors import ApiError, ErrorKind
 from server.http.respond import respond
 from server.http.state import AppState, State
 from server.http.upload import Upload, UploadTooLargeError, read_upload
+from server.store.audit import api_actor
 from server.store.enrolment import enrol_photos
 from server.store.gallery import check_name, check_source
 
@@ -33,8 +35,9 @@ def _face_id(text: str) -> int:
     return int(text)
 
 
-async def admin_upload(request: Request, state: AppState) -> Upload:
-    """The request's fields and photos, from an admin key: else 413, 400 or 401."""
+async def admin_upload(request: Request, state: AppState) -> tuple[Upload, str]:
+    """The request's fields and photos, from an admin key, and who that is for the audit
+    log: else 413, 400 or 401."""
     try:
         upload = await read_upload(request, state.settings.max_upload_bytes)
     except UploadTooLargeError:
@@ -47,14 +50,14 @@ async def admin_upload(request: Request, state: AppState) -> Upload:
         raise ApiError(ErrorKind.APIKEY_INVALID)
     if not key.is_admin:
         raise ApiError(ErrorKind.APIKEY_NOT_ADMIN)
-    return upload
+    return upload, api_actor(key.name)
 
 
 @router.post("/api/v2/gallery/")
 @router.post("/api/v2/gallery", include_in_schema=False)
 async def enrol(request: Request, state: State) -> JSONResponse:
     async def work() -> Any:
-        upload = await admin_upload(request, state)
+        upload, actor = await admin_upload(request, state)
         name = upload.fields.get("name", "").strip()
         if not name:
             raise ApiError(ErrorKind.INVALID_PARAMETER, "name (missing)")
@@ -67,8 +70,8 @@ async def enrol(request: Request, state: State) -> JSONResponse:
             check_source(source)
         batcher = await state.pipeline.batcher(TYPE)
         return await batcher.run_in_model_threads(
-            enrol_photos, state.gallery, batcher.model, name, photos,
-            state.settings.max_image_pixels,
+            functools.partial(enrol_photos, actor=actor), state.gallery, batcher.model, name,
+            photos, state.settings.max_image_pixels,
         )
 
     return await respond(request, work)
@@ -90,9 +93,9 @@ async def people(request: Request, state: State) -> JSONResponse:
 @router.delete("/api/v2/gallery/{name:path}/faces/{face_id}")
 async def remove_face(request: Request, state: State, name: str, face_id: str) -> JSONResponse:
     async def work() -> Any:
-        await admin_upload(request, state)
+        _, actor = await admin_upload(request, state)
         number = _face_id(face_id)
-        await run_in_threadpool(state.gallery.remove_face, name, number)
+        await run_in_threadpool(state.gallery.remove_face, name, number, actor=actor)
         return {"removed": {"name": name, "face": number}}
 
     return await respond(request, work)
@@ -101,8 +104,8 @@ async def remove_face(request: Request, state: State, name: str, face_id: str) -
 @router.delete("/api/v2/gallery/{name:path}")
 async def remove_person(request: Request, state: State, name: str) -> JSONResponse:
     async def work() -> Any:
-        await admin_upload(request, state)
-        await run_in_threadpool(state.gallery.remove_person, name)
+        _, actor = await admin_upload(request, state)
+        await run_in_threadpool(state.gallery.remove_person, name, actor=actor)
         return {"removed": name}
 
     return await respond(request, work)
