@@ -1,7 +1,8 @@
-# `make serve`: install what serving needs, create the demo key on first run, serve on
-#               127.0.0.1:8000.
+# `make serve`: install what serving needs, create the demo key on first run, prepare every
+#               model (a line each), then serve on 127.0.0.1:8000 and print "ready".
 # `make test`:  add the test tools, lint, run the whole test suite.
-# `make test-fast`: the same for the tests not marked slow (no live server, no heavy model).
+# `make test-fast`: the same for the tests not marked slow (no live server, no heavy model):
+#               the import rules and every route's envelope, in under a minute; keep it so.
 PYTHON ?= python3
 VENV ?= .venv
 HOST ?= 127.0.0.1
@@ -31,6 +32,10 @@ serve: setup
 	echo "  imagerecognize on http://$(HOST):$(PORT)/api/v2/  (try it: http://$(HOST):$(PORT)/)"; \
 	echo "  demo API key: $$key"; \
 	echo "  try: curl -F apikey=$$key -F type=detect_faces -F file=@photo.jpg http://$(HOST):$(PORT)/api/v2/"; \
+	echo ""; \
+	echo "  Preparing every model first, a line each (the first start converts and compiles:"; \
+	echo "  minutes on a small CPU; later starts: seconds). It answers once it prints"; \
+	echo "  'ready: answering on ...'."; \
 	echo ""
 	$(BIN)/imagerecognize serve --host $(HOST) --port $(PORT)
 

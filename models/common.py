@@ -8,6 +8,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import math
+import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -77,11 +78,16 @@ def cached_conversion(
         if saved.get("source_sha256") == source_hash:
             return saved
         log.info("%s was converted from another file: converting again", target)
+    started = time.perf_counter()
     converted = dict(convert(source), source_sha256=source_hash)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".tmp")
     torch.save(converted, partial)
     partial.replace(target)  # atomic: a concurrent start never reads half a file
+    log.info(
+        "converted %s into %s in %.1f s (once: later loads read it)",
+        source.name, target, time.perf_counter() - started,
+    )
     return converted
 
 

@@ -1,4 +1,5 @@
-"""The `imagerecognize` command: serve, keys, models, gallery, analyze, results, audit."""
+"""The `imagerecognize` command: serve, keys, models, gallery, analyze, evaluate, results,
+audit."""
 
 from __future__ import annotations
 
@@ -38,17 +39,41 @@ def _quota_arg(value: str) -> int | None:
     return number
 
 
+def _prepare_model_folder_once(settings: Settings, log_config: dict) -> None:
+    """Before several workers start: the models' conversions and compile, once, in a process
+    of its own (the workers would otherwise all do them at once, on the same cores)."""
+    import logging
+    import multiprocessing
+
+    from server.ops.prepare import prepare_model_folder
+
+    # spawn, as uvicorn starts its workers: no torch state forked from this process.
+    process = multiprocessing.get_context("spawn").Process(
+        target=prepare_model_folder, args=(settings, log_config), name="prepare-models"
+    )
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        logging.getLogger(__name__).warning(
+            "preparing the model folder failed (exit status %s): each worker prepares its own",
+            process.exitcode,
+        )
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import logging.config
+    import time
 
     import uvicorn
 
+    from server.ops.announce import ReadyAnnouncer, bind_problem
     from server.pipeline.placement import gpu_requirement_problem
     from server.store.db import open_database
     from server.telemetry import metrics
     from server.telemetry.logs import logging_config
 
-    problem = gpu_requirement_problem(settings)
+    started = time.monotonic()
+    problem = gpu_requirement_problem(settings) or bind_problem(args.host, args.port)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 1
@@ -59,6 +84,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # Migrate once, before the workers start (each would find the schema current).
     engine = open_database(settings.resolved_database_url)
     engine.dispose()
+    if settings.preload and args.workers > 1:
+        # What takes long is done once, first. (uvicorn's parent binds the socket but does not
+        # listen: the first worker to finish its startup, models loaded and warmed, does.)
+        _prepare_model_folder_once(settings, log_config)
+    announcer = ReadyAnnouncer(args.host, args.port, settings.preload, started)
+    if args.port != 0:  # port 0: uvicorn chooses one, and only its own line names it
+        announcer.start()
     try:
         uvicorn.run(
             "server.http.app:create_app",
@@ -77,6 +109,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             http="server.http.protocol:GuardedHttpToolsProtocol",
         )
     finally:
+        announcer.stop()
         if made_dir is not None:
             metrics.remove_multiprocess_dir(made_dir)
     return 0
@@ -536,6 +569,55 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
     analyze.set_defaults(func=cmd_analyze, parser=analyze)
 
 
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from server.collection.evaluate import EvaluateRequest, run_evaluate
+
+    request = EvaluateRequest(
+        Path(args.folder),
+        args.type,
+        Path(args.out),
+        args.target,
+        Path(args.annotations) if args.annotations else None,
+        Path(args.results) if args.results else None,
+    )
+    return run_evaluate(request, settings)
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    from models.types import API_TYPES
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure a type on your own labelled images and choose its threshold",
+        description="Analyses the images of LABELLED_FOLDER (one sub-folder per label; see "
+        "docs/evaluate.md for each type's layout), sweeps the threshold and writes "
+        "REPORT_DIR/report.json and REPORT_DIR/index.html. Analyses are kept in a resumable "
+        "results file: a second run analyses nothing again.",
+    )
+    evaluate.add_argument("folder", metavar="LABELLED_FOLDER")
+    evaluate.add_argument(
+        "--type", required=True, choices=API_TYPES, metavar="TYPE", help=", ".join(API_TYPES)
+    )
+    evaluate.add_argument("--out", required=True, metavar="REPORT_DIR")
+    evaluate.add_argument(
+        "--target",
+        metavar="precision=P|recall=R",
+        help="the recommended threshold: best recall with precision >= P, or best precision "
+        "with recall >= R (default: best F1)",
+    )
+    evaluate.add_argument(
+        "--annotations",
+        metavar="instances.json",
+        help="COCO annotations of the images (objects, detect_faces): labels and boxes, AP@0.5",
+    )
+    evaluate.add_argument(
+        "--results",
+        metavar="RESULTS.jsonl",
+        help="the analysis results file (default: REPORT_DIR/analysis/TYPE-MODEL.jsonl)",
+    )
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagerecognize", description="Self-hosted imagerecognize.com v2 API server."
@@ -623,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_gallery_reindex
     )
     _add_analyze(commands)
+    _add_evaluate(commands)
     _add_privacy(commands)
     return parser
 

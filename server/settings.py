@@ -118,10 +118,13 @@ class Settings(BaseSettings):
         "are refused with 403; the server's own page at / still works). Never with cookies.",
     )
     preload: bool = Field(
-        False,
-        description="Load every available model at start, and warm it with one small "
-        "image, instead of on first use. GET /readyz answers 200 only with every model "
-        "loaded: set this wherever readiness is probed (the Docker images do).",
+        True,
+        description="Prepare every served model before the server listens: its one-time "
+        "conversions into the model folder, the objects classifier's torch.compile, its load "
+        "and one warm-up batch, a log line per model; so the first request of each type "
+        "answers as fast as the next. false: listen at once and load each model on its "
+        "type's first request (which then waits for it; GET /readyz answers 503 until every "
+        "model is loaded and warmed).",
     )
     max_batch_size: int | None = Field(
         None,

@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # minute per process on 2 cores): tests run the networks uncompiled, which give the same
 # outputs (tests/test_objects.py compiles once and checks that).
 os.environ.setdefault("IMAGERECOGNIZE_COMPILE", "false")
+# Apps and servers started by tests load a model only when a test uses its type (tests that
+# check preparing before serving ask for it: tests/test_operations.py, tests/test_preload.py).
+os.environ.setdefault("IMAGERECOGNIZE_PRELOAD", "false")
 
 API_URL = "/api/v2/"
 

@@ -12,7 +12,8 @@ from packaging.requirements import Requirement
 
 from tests.conftest import ROOT
 
-TEST_TOOLS = {"pytest", "ruff", "scikit-learn", "matplotlib", "ai-edge-litert", "httpx"}
+# matplotlib is no test tool: `imagerecognize evaluate` draws its curves with it.
+TEST_TOOLS = {"pytest", "ruff", "scikit-learn", "ai-edge-litert", "httpx"}
 
 
 def canonical(name: str) -> str:

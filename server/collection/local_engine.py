@@ -34,7 +34,7 @@ from server.collection.files import (
     read_file,
     walk,
 )
-from server.errors import ModelUnavailableError
+from server.errors import ModelUnavailableError, api_error
 from server.pipeline.analysis import AnalysisPipeline
 from server.settings import Settings
 from server.store.db import open_database
@@ -171,7 +171,8 @@ class LocalRun:
             except ModelUnavailableError:
                 raise
             except Exception as exc:
-                if getattr(exc, "status", None) is None:
+                # A file the error table answers (not an image, too large) is no bug of ours.
+                if api_error(exc) is None:
                     log.exception("analysing %s as %s failed", read.path, type_)
                 answer = (*error_status(exc), None)
         except BaseException as exc:

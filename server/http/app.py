@@ -30,6 +30,7 @@ from server.http.web import install_web
 from server.ops.drain import Drain
 from server.ops.health import Readiness
 from server.ops.memory import IdleTrimmer
+from server.ops.prepare import prepare_models
 from server.pipeline.analysis import AnalysisPipeline
 from server.pipeline.placement import gpu_requirement_problem, log_placements
 from server.service.analysis import AnalysisService
@@ -139,8 +140,11 @@ def create_app(
         log.info("imagerecognize %s on %s", __version__, device)
         log_placements(settings, device)
         if settings.preload:
-            await pipeline.preload()
-            await readiness.warm_up()
+            # Before anything listens: uvicorn calls listen() on its socket (its own with one
+            # worker, the parent's bound one with several) only once this startup returns.
+            await prepare_models(pipeline, readiness)
+        else:
+            log.info("models load on first use (IMAGERECOGNIZE_PRELOAD=false)")
         drain.install(asyncio.get_running_loop())
         purge = asyncio.create_task(
             _purge_periodically(results, settings.result_purge_interval_s)

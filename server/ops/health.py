@@ -1,7 +1,7 @@
 """Readiness: every enabled type's model loaded and warmed with one real batch, the database
-answering, the server not draining. Models load at start only with ``IMAGERECOGNIZE_PRELOAD``;
-without it /readyz names the models not loaded yet (each is loaded, and warmed, by its first
-request)."""
+answering, the server not draining. Models are prepared before the server listens
+(server/ops/prepare.py); with ``IMAGERECOGNIZE_PRELOAD=false`` /readyz names the models not
+loaded yet (each is loaded, and warmed, by its first request)."""
 
 from __future__ import annotations
 
@@ -55,14 +55,20 @@ class Readiness:
         """One real batch through every loaded model that has not run one yet."""
         image = warm_image()
         for type_, model in self.pipeline.models.readiness().items():
-            if not model["loaded"] or model["warmed"]:
-                continue
-            try:
-                await self.pipeline.analyze(image, type_, warm_params(type_))
-                self.warm_errors.pop(type_, None)
-            except Exception as exc:
-                log.exception("warming %s/%s failed", type_, model["model"])
-                self.warm_errors[type_] = f"{type(exc).__name__}: {exc}"
+            if model["loaded"] and not model["warmed"]:
+                await self.warm(type_, image)
+
+    async def warm(self, type_: str, image: bytes | None = None) -> str | None:
+        """One real batch of a small image through the type's model (loading it first if it
+        is not); the error, also kept for /readyz, or None."""
+        try:
+            await self.pipeline.analyze(image or warm_image(), type_, warm_params(type_))
+        except Exception as exc:
+            log.exception("warming %s failed", type_)
+            self.warm_errors[type_] = f"{type(exc).__name__}: {exc}"
+            return self.warm_errors[type_]
+        self.warm_errors.pop(type_, None)
+        return None
 
     def _select_one(self) -> None:
         with self.engine.connect() as connection:

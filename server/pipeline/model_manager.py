@@ -167,12 +167,15 @@ class ModelManager:
             slot.batcher.start()
         return slot.batcher
 
+    def served_types(self) -> list[str]:
+        """The types this server has a model class for, loaded or not."""
+        return [type_ for type_, slot in self._slots.items() if slot.model_class is not None]
+
     async def preload(self) -> None:
-        for type_, slot in self._slots.items():
-            if slot.model_class is not None:
-                # A failure is logged by _load, and the type answers 503.
-                with contextlib.suppress(ModelUnavailableError):
-                    await self.batcher(type_)
+        for type_ in self.served_types():
+            # A failure is logged by _load, and the type answers 503.
+            with contextlib.suppress(ModelUnavailableError):
+                await self.batcher(type_)
 
     def status(self) -> dict[str, dict[str, Any]]:
         return {
