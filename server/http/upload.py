@@ -30,11 +30,20 @@ class UploadTooLargeError(Exception):
 
 
 class _MultipartCollector:
-    """Callbacks for python-multipart: keeps text fields and the first ``file`` part."""
+    """Callbacks for python-multipart: keeps text fields and the file parts (by default,
+    those named ``file``)."""
 
-    def __init__(self, max_file_bytes: int):
+    def __init__(
+        self,
+        max_file_bytes: int,
+        file_fields: frozenset[str] = frozenset({FILE_FIELD}),
+        any_filename: bool = False,
+    ):
         self.upload = Upload()
         self.max_file_bytes = max_file_bytes
+        self.file_fields = file_fields
+        self.any_filename = any_filename
+        self._is_file = False
         self._headers: dict[bytes, bytes] = {}
         self._header_field = bytearray()
         self._header_value = bytearray()
@@ -58,6 +67,7 @@ class _MultipartCollector:
     def _part_begin(self) -> None:
         self._headers = {}
         self._name = None
+        self._is_file = False
         self._data = bytearray()
 
     def _header_end(self) -> None:
@@ -71,7 +81,9 @@ class _MultipartCollector:
         self._name = name.decode("utf-8", "replace") if name is not None else None
         filename = options.get(b"filename", b"")
         self._filename = filename.decode("utf-8", "replace")
-        if b"filename" in options and self._name != FILE_FIELD:
+        has_filename = b"filename" in options
+        self._is_file = self._name in self.file_fields or (self.any_filename and has_filename)
+        if has_filename and not self._is_file:
             # A file under another name ("image") is skipped, so the checks name the missing
             # `file` instead of calling the image a text field that is too long.
             self._name = None
@@ -80,7 +92,7 @@ class _MultipartCollector:
         if self._name is None:
             return
         self._data.extend(data[start:end])
-        if self._name == FILE_FIELD:
+        if self._is_file:
             self._file_bytes += end - start
             # One file over the limit, or all files together: never more than that in memory.
             if len(self._data) > self.max_file_bytes or self._file_bytes > self.max_file_bytes:
@@ -93,20 +105,30 @@ class _MultipartCollector:
     def _part_end(self) -> None:
         if self._name is None:
             return
-        if self._name == FILE_FIELD:
+        if self._is_file:
             data = bytes(self._data)
             if self.upload.file is None:  # the first file part counts for analyses
                 self.upload.file = data
             name = self._filename or f"file {len(self.upload.files) + 1}"
             self.upload.files.append((name, data))
+            self.upload.files_by_field.setdefault(self._name, data)
         elif self._name not in self._body_fields:  # the body's first wins over the query's
             self._body_fields.add(self._name)
             self.upload.fields[self._name] = self._data.decode("utf-8", "replace")
         self._data = bytearray()
 
 
-async def read_upload(request: Request, max_file_bytes: int) -> Upload:
-    """Query string and body fields (body wins) and the file, read within the size limit."""
+async def read_upload(
+    request: Request,
+    max_file_bytes: int,
+    *,
+    file_fields: frozenset[str] = frozenset({FILE_FIELD}),
+    any_filename: bool = False,
+) -> Upload:
+    """Query string and body fields (body wins) and the files, read within the size limit.
+
+    A multipart part is a file when its name is one of ``file_fields`` or, with
+    ``any_filename``, when it has a filename (DeepStack takes files under any name)."""
     query = Upload(fields=dict(request.query_params))
     body_limit = max_file_bytes + FORM_OVERHEAD_BYTES
     declared = request.headers.get("content-length")
@@ -118,7 +140,7 @@ async def read_upload(request: Request, max_file_bytes: int) -> Upload:
         boundary = options.get(b"boundary")
         if not boundary:
             return query
-        collector = _MultipartCollector(max_file_bytes)
+        collector = _MultipartCollector(max_file_bytes, file_fields, any_filename)
         collector.upload.fields.update(query.fields)
         try:
             parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
@@ -149,9 +171,11 @@ async def read_upload(request: Request, max_file_bytes: int) -> Upload:
             body.decode("latin-1"), keep_blank_values=True, encoding="latin-1"
         ):
             fields[name] = value
-        upload = Upload(fields={k: v for k, v in fields.items() if k != FILE_FIELD})
-        if FILE_FIELD in fields:
-            upload.file = fields[FILE_FIELD].encode("latin-1")
+        upload = Upload(fields={k: v for k, v in fields.items() if k not in file_fields})
+        for name in sorted(file_fields & fields.keys()):
+            data = fields[name].encode("latin-1")
+            upload.file = upload.file if upload.file is not None else data
+            upload.files_by_field[name] = data
         return upload
 
     # Any other body is not a form: only the query string counts.

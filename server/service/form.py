@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 class Upload:
     fields: dict[str, str] = field(default_factory=dict)
     file: bytes | None = None  # the first part named "file"
-    # Every part named "file", with its filename (gallery enrolment takes several photos).
+    # Every file part, with its filename (gallery enrolment takes several photos).
     files: list[tuple[str, bytes]] = field(default_factory=list)
+    # The first file part of each field name ("image"), for dialects that name their files.
+    files_by_field: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
