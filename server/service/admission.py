@@ -100,11 +100,25 @@ async def admit(
             raise ApiError(ErrorKind.QUOTA_REACHED)
         raise too_large
 
+    assert upload.file is not None  # 421 otherwise
+    return await admit_image(keys, results, pipeline, key, type_, params, upload.file)
+
+
+async def admit_image(
+    keys: KeyStore,
+    results: ResultStore,
+    pipeline: AnalysisPipeline,
+    key: KeyRecord,
+    type_: str,
+    params: dict[str, Any],
+    data: bytes,
+) -> Admitted:
+    """The checks after the key and the parameters: 402 → 413/415/412 → 503, then an
+    identical stored result. For ``admit`` and for the other APIs' routes, which authenticate
+    and read parameters their own way (server/http/deepstack/)."""
     started = time.perf_counter()
     # 503 is known now (loading the model on first use) but answered after the image checks.
     batcher, unavailable = await pipeline.batcher_or_error(type_)
-    data = upload.file
-    assert data is not None  # 421 otherwise
 
     # Between this coroutine, cancelled when its client leaves, and the thread that reserves.
     handover, given_up, reserved = threading.Lock(), threading.Event(), []
