@@ -243,6 +243,19 @@ class Settings(BaseSettings):
         description="When set, GET /metrics answers 401 unless sent "
         "`Authorization: Bearer <token>`. Default: /metrics is open.",
     )
+    deepstack_anonymous_key: str | None = Field(
+        None,
+        description="Name of the key (`imagerecognize keys create NAME`) that calls to the "
+        "DeepStack / CodeProject.AI routes (/v1/vision/...) without an `api_key` are charged "
+        "to: Frigate and Blue Iris often send none. Unset: such calls get 401. An unknown or "
+        "revoked name also answers 401 (docs/compat.md).",
+    )
+    deepstack_anonymous_gallery: bool = Field(
+        False,
+        description="Whether calls without an `api_key` (charged to DEEPSTACK_ANONYMOUS_KEY) "
+        "may change and list the gallery through /v1/vision/face/register, /face/delete and "
+        "/face/list. Otherwise those need an admin key, as /api/v2/gallery/ does.",
+    )
     faces_model: str | None = Field(
         None, description="Model answering detect_faces (see `imagerecognize models list`)."
     )
