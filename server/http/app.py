@@ -19,6 +19,7 @@ from models.runtimes.device import choose_device
 from server import __version__
 from server.http.compreface.routes import router as compreface_router
 from server.http.cors import install_browser_middleware
+from server.http.deepstack.routes import router as deepstack_router
 from server.http.observability import ObservabilityMiddleware
 from server.http.ops_routes import router as ops_router
 from server.http.respond import RequestIdMiddleware, envelope
@@ -176,6 +177,7 @@ def create_app(
     app.include_router(compreface_router)
     app.include_router(results_router)
     app.include_router(ops_router)
+    app.include_router(deepstack_router)  # /v1/vision/*: docs/compat.md
     install_browser_middleware(app, settings)
     install_web(app)
     # Outermost (added last): every answer, a refused one too, has its id, its log line and

@@ -24,6 +24,9 @@ access_log = logging.getLogger("imagerecognize.access")
 
 API_PREFIX = "/api/v2"
 GALLERY_PREFIX = "/api/v2/gallery"
+# The other APIs' paths, counted in the metrics as /api/v2/'s are (docs/compat.md).
+DEEPSTACK_PREFIX = "/v1/"
+GALLERY_TYPE = "gallery"
 # Probes and scrapes: never refused while draining, not counted as work in flight, and
 # logged at DEBUG when they succeed (a probe every few seconds would drown the log).
 PROBE_PATHS = frozenset({"/livez", "/readyz", "/health", "/metrics"})
@@ -32,8 +35,8 @@ _KNOWN_TYPES = frozenset(ALL_TYPES)
 
 def type_label(record: RequestRecord) -> str:
     """The type as a metric label: only names the server knows (bounded cardinality)."""
-    if record.path.startswith(GALLERY_PREFIX):
-        return "gallery"
+    if record.path.startswith(GALLERY_PREFIX) or record.type == GALLERY_TYPE:
+        return GALLERY_TYPE
     return record.type if record.type in _KNOWN_TYPES else "unknown"
 
 
@@ -103,7 +106,7 @@ class ObservabilityMiddleware:
     def _record(record: RequestRecord, seconds: float, probe: bool) -> None:
         status = record.status if record.status is not None else 500
         record.status = status
-        if record.path.startswith(API_PREFIX):
+        if record.path.startswith((API_PREFIX, DEEPSTACK_PREFIX)):
             label = type_label(record)
             metrics.REQUESTS.labels(label, str(status)).inc()
             metrics.REQUEST_DURATION.labels(label).observe(seconds)
