@@ -182,7 +182,8 @@ def _objects_models(state: AppState) -> list[str]:
         return []
 
 
-@router.api_route(f"{PREFIX}/custom/list", methods=["GET", "POST"])
+@router.post(f"{PREFIX}/custom/list")
+@router.get(f"{PREFIX}/custom/list", include_in_schema=False)  # one operation id per function
 async def custom_list(request: Request, state: State) -> JSONResponse:
     # No key needed: it names models, costs nothing, and Blue Iris asks before configuring.
     async def work() -> dict[str, Any]:
@@ -356,7 +357,9 @@ _ROUTES = frozenset(
 )
 
 
-@router.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@router.api_route(
+    "/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+)
 async def not_found(request: Request) -> JSONResponse:
     """Unknown paths and methods under /v1/ answer in DeepStack's envelope, too."""
     path = request.url.path
