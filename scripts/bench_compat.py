@@ -5,13 +5,14 @@ min_confidence, against a live `imagerecognize serve`.
 Usage (from the repository root):
 
     .venv/bin/python scripts/bench_compat.py                    # concurrency 1 and 4
-    .venv/bin/python scripts/bench_compat.py --concurrency 1 2 4 8 --requests 80
+    .venv/bin/python scripts/bench_compat.py --concurrency 1 2 4 8 --requests 40 --rounds 5
 
-Prints, per concurrency, p50 / p90 / p99 / max in ms, requests per second, and the share of
-requests that Frigate's default `api_timeout` of 0.1 s would have given up on. Every request
+Prints, per round and concurrency (the levels take turns, so that a change in the machine's
+load shows), p50 / p90 / p99 / max in ms, requests per second, and the share of requests
+that Frigate's default `api_timeout` of 0.1 s would have given up on. Every request
 carries a different frame (one pixel changed), so none is answered from stored results, as
-with a camera. The first requests of each level (the very first loads the objects model) are
-not counted.
+with a camera. The first requests (which load the objects model) and the first few of each
+level are not counted.
 """
 
 from __future__ import annotations
@@ -47,11 +48,15 @@ def frames(count: int) -> list[bytes]:
     bases = [Image.fromarray(p).resize(FRIGATE_SIZE, Image.Resampling.BILINEAR) for p in photos]
     out = []
     for index in range(count):
-        image = bases[index % len(bases)].copy()
-        image.putpixel((index % 320, (index // 320) % 320), (index % 256, 0, 0))
+        # Sensor-like noise, different in every frame: a one-pixel change can vanish in the
+        # JPEG's quantisation and give the same bytes (then a stored result answers).
+        noise = np.random.default_rng(index).integers(-4, 5, (320, 320, 3), dtype=np.int16)
+        base = np.asarray(bases[index % len(bases)], dtype=np.int16)
+        image = Image.fromarray((base + noise).clip(0, 255).astype(np.uint8))
         buffer = io.BytesIO()
         image.save(buffer, "JPEG")  # Pillow's default quality, as Frigate saves its frames
         out.append(buffer.getvalue())
+    assert len(set(out)) == count, "frames must differ"
     return out
 
 
@@ -126,7 +131,10 @@ def level(url: str, images: list[bytes], concurrency: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--requests", type=int, default=48, help="per concurrency level")
+    parser.add_argument("--requests", type=int, default=24, help="per level and round")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="each level this many times, the levels in turn"
+    )
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-compat-"))
@@ -135,10 +143,11 @@ def main() -> None:
     try:
         model = requests.post(f"{base}/v1/vision/custom/list", timeout=10).json()["models"]
         print(f"objects model {model}, {os.cpu_count()} CPUs, {FRIGATE_SIZE} JPEG frames")
-        total = (WARM_UP + args.requests) * len(args.concurrency)
-        images = iter(frames(total))
-        print("concurrency   p50 ms   p90 ms   p99 ms   max ms   req/s   over 0.1 s")
-        for concurrency in args.concurrency:
+        levels = args.concurrency * args.rounds
+        images = iter(frames(WARM_UP * (1 + len(levels)) + args.requests * len(levels)))
+        level(url, [next(images) for _ in range(WARM_UP)], 1)  # loads the model
+        print("round concurrency   p50 ms   p90 ms   p99 ms   max ms   req/s   over 0.1 s")
+        for index, concurrency in enumerate(levels):
             level(url, [next(images) for _ in range(WARM_UP)], concurrency)
             batch = [next(images) for _ in range(args.requests)]
             started = time.perf_counter()
@@ -147,8 +156,10 @@ def main() -> None:
             p50, p90, p99 = (float(np.percentile(latencies, p)) for p in (50, 90, 99))
             over = float(np.mean(latencies > FRIGATE_DEFAULT_TIMEOUT_S * 1000.0))
             print(
-                f"{concurrency:>11} {p50:8.1f} {p90:8.1f} {p99:8.1f} {latencies.max():8.1f} "
-                f"{len(batch) / seconds:7.1f} {over:11.0%}"
+                f"{index // len(args.concurrency) + 1:>5} {concurrency:>11} {p50:8.1f} "
+                f"{p90:8.1f} {p99:8.1f} {latencies.max():8.1f} {len(batch) / seconds:7.1f} "
+                f"{over:11.0%}",
+                flush=True,
             )
     finally:
         process.terminate()

@@ -114,8 +114,8 @@ async def admit_image(
     data: bytes,
 ) -> Admitted:
     """The checks after the key and the parameters: 402 → 413/415/412 → 503, then an
-    identical stored result. For ``admit`` and for the other APIs' routes, which authenticate
-    and read parameters their own way (server/http/deepstack/)."""
+    identical stored result. For ``admit`` and for the other APIs' routes (DeepStack's), which
+    authenticate and read parameters their own way."""
     started = time.perf_counter()
     # 503 is known now (loading the model on first use) but answered after the image checks.
     batcher, unavailable = await pipeline.batcher_or_error(type_)
