@@ -15,12 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from scripts.rendered_text import render_pages
 from server.errors import ApiError, ErrorKind, ModelUnavailableError
 from server.http.app import create_app
 from server.http.deepstack import shapes
 from server.store.keys import KeyStore
 from tests.conftest import encode, key_store, make_settings
-from tests.rendered_text import render_pages
 
 DETECTION = "/v1/vision/detection"
 FACE = "/v1/vision/face"
