@@ -45,6 +45,20 @@ def compreface_error(response: httpx.Response) -> None:
     assert 400 <= response.status_code < 500, body
 
 
+def deepstack_answer(response: httpx.Response) -> None:
+    """DeepStack's body: ``success`` and ``duration`` 0, and on failure only ``error`` beside
+    them, with a client error status. The one success here is custom/list, which needs no
+    key (docs/compat.md)."""
+    body = response.json()
+    assert body["duration"] == 0, body
+    if body["success"] is True:
+        assert response.status_code == 200 and "models" in body, body
+        return
+    assert body["success"] is False and set(body) == {"success", "error", "duration"}, body
+    assert isinstance(body["error"], str) and body["error"], body
+    assert 400 <= response.status_code < 500, body
+
+
 def static_file(response: httpx.Response) -> None:
     """A missing or escaping file of the page's folders: 404 in the v2 envelope (the app's
     handler answers every HTTPException so)."""
@@ -88,6 +102,7 @@ def html_page(response: httpx.Response) -> None:
 DIALECTS: dict[str, Checker] = {
     "/api/v2/": v2_envelope,  # the imagerecognize v2 API and the gallery of known people
     "/api/v1/recognition/": compreface_error,  # CompreFace (server/http/compreface/)
+    "/v1/": deepstack_answer,  # DeepStack / CodeProject.AI (server/http/deepstack/)
     "/static/": static_file,  # the page's files and the API reference's (mounts)
 }
 # Routes of no dialect: operations and the page, each with its own answer.
