@@ -81,13 +81,14 @@ def read_row(
 def decode_row(
     row: dict[str, Any], type_: str, params: dict[str, Any], settings: dict[str, Any]
 ) -> dict[str, Any]:
-    """Image checks and decoding for one type (a CPU task), at the size its model reads, so
-    that the answer is the API's for the same bytes."""
+    """The pipeline's checks and decoding for one type (a CPU task), at the size its model
+    reads, so that the answer is the API's for the same bytes. A task decodes its rows one
+    after another under one DecodeBudget, so that a node holds the pixels of at most one
+    image per decode task it runs (Ray runs at most its logical CPUs / ``task_cpus`` of them)."""
     import dataclasses
 
-    from models.images import decode_image
     from models.registry import default_model
-    from server.pipeline.analysis import inspect_upload
+    from server.pipeline import stages
 
     row["rgb"], row["rgb_size"], row["info"] = b"", "null", "null"
     pending = json.loads(row["pending"])
@@ -95,10 +96,11 @@ def decode_row(
         return row
     config = Settings(**settings)
     cls = default_model(type_, config.model_for(type_), config.resolved_model_dir)
+    assert cls is not None  # checked by the driver before the job
     data = row["data"]
     try:
-        info = inspect_upload(data, config)
-        image = decode_image(data, info, cls.input_max_side if cls else None)
+        info = stages.inspect(data, config)
+        image = stages.decode(cls, data, info, stages.DecodeBudget.of(config))
     except Exception as exc:
         status, message = error_status(exc)
         lines = json.loads(row["lines"])
@@ -140,32 +142,23 @@ class ModelActor:
     def __call__(self, batch: Any) -> Any:
         from PIL import Image
 
-        from models.base import ModelId
         from models.images import DecodedImage, ImageInfo
-        from server.pipeline.analysis import PipelineResult
-        from server.pipeline.batching import run_batch
+        from server.pipeline import stages
 
         rows = batch.to_dict("records")
-        todo = []
+        todo, images = [], []
         for row in rows:
             if self.type in json.loads(row["pending"]) and row["rgb"]:
                 info = ImageInfo(**json.loads(row["info"]))
                 size = tuple(json.loads(row["rgb_size"]))
-                rgb = Image.frombytes("RGB", size, row["rgb"])
-                todo.append((row, DecodedImage(info, rgb)))
-        items = [self.model.preprocess(image) for _, image in todo]
-        outputs = run_batch(self.model, items) if items else []
-        model_id = ModelId(self.model.name, self.model.version)
-        for (row, image), item, output in zip(todo, items, outputs, strict=True):
-            if isinstance(output, BaseException):
-                status, message, data = *error_status(output), None
+                todo.append(row)
+                images.append(DecodedImage(info, Image.frombytes("RGB", size, row["rgb"])))
+        results = stages.analyse_decoded(self.model, self.type, images, self.params)
+        for row, result in zip(todo, results, strict=True):
+            if isinstance(result, Exception):
+                status, message, data = *error_status(result), None
             else:
-                try:
-                    analysis = self.model.postprocess(output, item, image, self.params)
-                    data = PipelineResult(self.type, image.info, model_id, analysis).data()
-                    status, message = 200, "OK"
-                except Exception as exc:
-                    status, message, data = *error_status(exc), None
+                status, message, data = 200, "OK", result.data()
             lines = json.loads(row["lines"])
             lines.append(
                 make_line(

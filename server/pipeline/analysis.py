@@ -2,100 +2,44 @@
 
     inspect (header) → decode → preprocess → batch → predict → postprocess
 
-Decoding, preprocessing and postprocessing run in the decode pool, ``predict`` in the model's
-batcher (the torch threads, or ONNX Runtime's own threads); nothing blocking runs on the
-event loop. The HTTP service (server/service/analysis.py) and offline callers use the same object:
-``analyze`` runs every step; the service calls ``inspect`` and ``run`` separately so that its
-quota and stored-result checks sit between them (server/service/admission.py).
+The stages themselves, and their order, are server/pipeline/stages.py; this object runs them
+in its pools. Decoding, preprocessing and postprocessing run in the decode pool, ``predict``
+in the model's batcher (the torch threads, or ONNX Runtime's own threads); nothing blocking
+runs on the event loop. The HTTP service (server/service/analysis.py) and offline callers use
+the same object: ``analyze`` runs every step; the service calls ``inspect`` and ``run``
+separately so that its quota and stored-result checks sit between them
+(server/service/admission.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
-from models.base import Analysis, ModelId, Recognizer
-from models.images import (
-    DecodedImage,
-    ImageError,
-    ImageErrorKind,
-    ImageInfo,
-    decode_image,
-    inspect_image,
-)
+from models.base import ModelId, Recognizer
+from models.images import DecodedImage, ImageInfo
 from models.options import FaceGallery
 from models.runtimes.device import choose_device, set_thread_torch_threads
 from server.errors import ModelUnavailableError
+from server.pipeline import stages
 from server.pipeline.batching import Batcher
 from server.pipeline.model_manager import ModelManager
+from server.pipeline.stages import DecodeBudget, PipelineResult
 from server.settings import Settings
 
-__all__ = ["AnalysisPipeline", "ModelId", "PipelineResult"]
+__all__ = ["AnalysisPipeline", "DecodeBudget", "ModelId", "PipelineResult", "inspect_upload"]
 
 T = TypeVar("T")
 
 
 def inspect_upload(data: bytes, settings: Settings) -> ImageInfo:
-    """The checks of an image's bytes before decoding: file size, format and pixels (413,
-    415, 412). Blocking."""
-    if len(data) > settings.max_upload_bytes:
-        raise ImageError(ImageErrorKind.TOO_LARGE)
-    return inspect_image(data, settings.max_image_pixels)
-
-
-@dataclass(frozen=True)
-class PipelineResult:
-    """One image's analysis by one type's model."""
-
-    type: str
-    info: ImageInfo
-    model: ModelId
-    analysis: Analysis
-
-    def data(self) -> dict[str, Any]:
-        """The API's ``data`` for this image and type, without what the service adds (quota,
-        id, cached, elapsed_ms: server/service/analysis.py)."""
-        return {
-            "error": 0,
-            "type": self.type,
-            "objects": self.analysis.objects,
-            "image": self.info.as_dict(),
-            "model": {"name": self.model.name, "version": self.model.version},
-            **self.analysis.extra,
-        }
-
-
-class DecodeBudget:
-    """Bytes of pixels being decoded at once, bounded: a few hundred KB of PNG can decode to
-    gigabytes. An image that does not fit beside those decoding is refused (503), not queued:
-    its client retries. One image alone always fits, so that none is refused forever."""
-
-    def __init__(self, limit_bytes: int):
-        self.limit_bytes = limit_bytes
-        self.in_use = 0
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def hold(self, nbytes: int) -> Iterator[None]:
-        with self._lock:
-            if self.in_use and self.in_use + nbytes > self.limit_bytes:
-                raise ModelUnavailableError(
-                    "too many large images being decoded, retry later", retry_after=1
-                )
-            self.in_use += nbytes
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.in_use -= nbytes
+    """The checks of an image's bytes before decoding (server/pipeline/stages.py). Blocking."""
+    return stages.inspect(data, settings)
 
 
 class AnalysisPipeline:
@@ -116,7 +60,7 @@ class AnalysisPipeline:
         self.models = ModelManager(settings, device or choose_device(settings.device), gallery)
         # One torch thread each: small torch work here (e.g. NMS) must not start OpenMP teams
         # beside the inference thread's (see ModelManager.torch_thread).
-        self.decode_budget = DecodeBudget(settings.decode_memory_mb * 1024 * 1024)
+        self.decode_budget = DecodeBudget.of(settings)
         self.decode_pool = ThreadPoolExecutor(
             max_workers=max(1, settings.decode_threads),
             thread_name_prefix="decode",
@@ -171,8 +115,7 @@ class AnalysisPipeline:
 
     def check_decodable(self, data: bytes, info: ImageInfo) -> None:
         """Decodes, for an unreadable file to be refused as such. Blocking."""
-        with self.decode_budget.hold(info.decode_bytes):
-            decode_image(data, info, 1)  # reduced as it is decoded: only its pixels matter
+        stages.check_decodable(data, info, self.decode_budget)
 
     async def run(
         self,
@@ -189,18 +132,9 @@ class AnalysisPipeline:
         database work."""
         model = batcher.model
         with batcher.expecting():
-            image, item = await self.in_pool(self._prepare, model, data, info, self.decode_budget)
+            image, item = await self.in_pool(stages.prepare, model, data, info, self.decode_budget)
         output = await batcher.submit(item)
         return await self.in_pool(self._finish, model, type_, output, item, image, params, then)
-
-    @staticmethod
-    def _prepare(
-        model: Recognizer, data: bytes, info: ImageInfo, budget: DecodeBudget
-    ) -> tuple[DecodedImage, Any]:
-        # Held while decoding only: what waits for the model is already reduced to its size.
-        with budget.hold(info.decode_bytes):
-            image = decode_image(data, info, model.input_max_side)
-        return image, model.preprocess(image)
 
     @staticmethod
     def _finish(
@@ -214,8 +148,7 @@ class AnalysisPipeline:
     ) -> tuple[PipelineResult, T | None]:
         # In the decode pool, whose threads keep torch to one thread: postprocessing may
         # call torch.
-        analysis = model.postprocess(output, item, image, params)
-        result = PipelineResult(type_, image.info, model.model_id, analysis)
+        result = stages.postprocess(model, type_, output, item, image, params)
         return result, (then(result) if then is not None else None)
 
     async def in_pool(self, func: Callable[..., T], *args: Any) -> T:
