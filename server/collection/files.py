@@ -317,6 +317,12 @@ class Tally:
             smoothing=0.1,
         )
 
+    def describe(self, stage: str | None) -> None:
+        """What the run is doing before its files come back (e.g. loading models), beside
+        the bar; None clears it."""
+        if self.bar is not None:
+            self.bar.set_description_str(stage or "", refresh=True)
+
     def add(self, lines: list[dict[str, Any]]) -> None:
         if not lines:
             self.skipped += 1

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from server.collection.files import (
@@ -33,7 +35,60 @@ from server.settings import Settings
 
 FLUSH_LINES = 64
 FLUSH_S = 0.5
-CPU_ACTOR_CPUS = 0.5  # logical: leaves room for the read and decode tasks beside the actors
+# Logical CPUs, at most, of a model actor and of a read or decode task. Ray grants them as
+# scheduling tokens, not cores: a job must leave, on some node, enough for one task beside
+# every actor, or its tasks wait for ever (fit_job).
+CPU_ACTOR_CPUS = 0.5
+GPU_ACTOR_CPUS = 1.0
+TASK_CPUS = 1.0
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What each part of a job reserves, sized to the cluster (fit_job)."""
+
+    actors: int  # per type
+    actor_cpus: float
+    actor_gpus: float
+    task_cpus: float
+
+    def describe(self, types: int) -> str:
+        gpus = f" and {self.actor_gpus:g} GPU" if self.actor_gpus else ""
+        return (
+            f"{types} x {self.actors} model actors of {self.actor_cpus:g} CPU{gpus} each, "
+            f"read and decode tasks of {self.task_cpus:g} CPU"
+        )
+
+
+def fit_job(nodes: list[dict[str, float]], types: int) -> Fit:
+    """Reservations that fit ``nodes`` (the resources of each live node): each type's pool
+    puts one actor on each node (on each GPU where there are GPUs, the types sharing it),
+    and every node keeps room for one read or decode task beside its actors. Ray Data spreads
+    the actors of a pool over the nodes. Raises RunError, saying what the job needs, when no
+    node has a CPU."""
+    cpu_nodes = [node for node in nodes if node.get("CPU", 0) > 0]
+    if not cpu_nodes:
+        raise RunError(
+            f"the Ray cluster has no CPU: this job needs at least one node with a logical CPU "
+            f"(its read and decode tasks and a share for each of its {types} model actors)"
+        )
+    gpu_nodes = [node for node in cpu_nodes if node.get("GPU", 0) >= 1]
+    if gpu_nodes:
+        actors = sum(int(node["GPU"]) for node in gpu_nodes)
+        # The CPUs beside each GPU; a node of GPUs runs one actor of each type per GPU.
+        room = min(node["CPU"] / int(node["GPU"]) for node in gpu_nodes)
+        cap, actor_gpus = GPU_ACTOR_CPUS, 1.0 / types
+    else:
+        actors, room = len(cpu_nodes), min(node["CPU"] for node in cpu_nodes)
+        cap, actor_gpus = CPU_ACTOR_CPUS, 0.0
+    task_cpus = min(TASK_CPUS, room / 2)
+    actor_cpus = min(cap, (room - task_cpus) / types)
+    # Ray counts resources in units of 1/10,000.
+    return Fit(actors, _round_down(actor_cpus), _round_down(actor_gpus), task_cpus)
+
+
+def _round_down(amount: float) -> float:
+    return int(amount * 10_000) / 10_000
 
 
 def _node() -> str:
@@ -212,11 +267,26 @@ def run_ray(
     return not interrupted
 
 
+def _say_if_busy(ray: Any, fit: Fit, types: int) -> None:
+    """A job that fits the cluster may still wait for what other jobs hold: say so, rather
+    than wait silently."""
+    needed = types * fit.actors * fit.actor_cpus + fit.task_cpus
+    free = ray.available_resources().get("CPU", 0.0)
+    if free < needed:
+        print(
+            f"waiting for the Ray cluster: this job needs {needed:g} logical CPUs "
+            f"({fit.describe(types)}), {free:g} are free now",
+            file=sys.stderr,
+        )
+
+
 def _run(ray: Any, job: Job, settings: Settings, results: ResultsFile, tally: Tally, show: bool):
     from ray.data import DataContext
 
     from models.registry import default_model
 
+    # Before the walk: a job that cannot fit fails at once.
+    fit = fit_job([node["Resources"] for node in ray.nodes() if node.get("Alive")], len(job.types))
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -236,12 +306,11 @@ def _run(ray: Any, job: Job, settings: Settings, results: ResultsFile, tally: Ta
         tally.add(lines)
     if not paths:
         return True
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    nodes = max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+    _say_if_busy(ray, fit, len(job.types))
+    gpus = fit.actor_gpus > 0
     config = settings.model_dump(mode="json")
     params = job.params
-    blocks = min(len(paths), max(4 * nodes, len(paths) // 32))
+    blocks = min(len(paths), max(4 * fit.actors, len(paths) // 32))
     ds = ray.data.from_items(paths, override_num_blocks=blocks)
     ds = ds.map(
         read_row,
@@ -251,6 +320,7 @@ def _run(ray: Any, job: Job, settings: Settings, results: ResultsFile, tally: Ta
             "done": results.keys,
             "max_bytes": settings.max_upload_bytes,
         },
+        num_cpus=fit.task_cpus,
     )
     for type_ in job.types:
         cls = default_model(type_, settings.model_for(type_), settings.resolved_model_dir)
@@ -260,15 +330,16 @@ def _run(ray: Any, job: Job, settings: Settings, results: ResultsFile, tally: Ta
         ds = ds.map(
             decode_row,
             fn_kwargs={"type_": type_, "params": params[type_], "settings": config},
+            num_cpus=fit.task_cpus,
         )
         ds = ds.map_batches(
             ModelActor,
             fn_constructor_kwargs={"type_": type_, "params": params[type_], "settings": config},
             batch_size=batch_size,
             batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(size=gpus or nodes),
-            num_gpus=1 if gpus else 0,
-            num_cpus=1 if gpus else CPU_ACTOR_CPUS,
+            compute=ray.data.ActorPoolStrategy(size=fit.actors),
+            num_gpus=fit.actor_gpus,
+            num_cpus=fit.actor_cpus,
         )
     ds = ds.select_columns(["lines", "nodes"])
     worked_on: set[str] = set()
@@ -277,14 +348,22 @@ def _run(ray: Any, job: Job, settings: Settings, results: ResultsFile, tally: Ta
 
     def flush() -> None:
         results.append([line for lines in buffered for line in lines])
-        for lines in buffered:
-            tally.add(lines)
         buffered.clear()
 
+    # The bar moves with every file that comes back, as the local engine's does; its lines
+    # are written in groups. Until the first, the actors are loading their models.
+    tally.describe("loading models")
+    loading = True
     try:
         for row in ds.iter_rows():
+            if loading:  # the rate counts from here, as the local engine's from its warm-up
+                tally.describe(None)
+                tally.working_since = time.perf_counter()
+                loading = False
             worked_on.update(json.loads(row["nodes"]))
-            buffered.append(json.loads(row["lines"]))
+            lines = json.loads(row["lines"])
+            buffered.append(lines)
+            tally.add(lines)
             if len(buffered) >= FLUSH_LINES or time.monotonic() - flushed > FLUSH_S:
                 flush()
                 flushed = time.monotonic()
