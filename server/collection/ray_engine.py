@@ -4,7 +4,9 @@ A Ray Data job: the driver lists the files → read bytes and sha256 (CPU tasks,
 the results file already holds) → for each type: decode (CPU tasks) → ``map_batches`` on a
 pool of actors that each load the type's model once (GPU actors where the cluster has GPUs)
 → the driver writes the lines to the same results file, under the same resume rule. Ray Data
-streams blocks between the stages with backpressure, so memory stays bounded.
+streams blocks between the stages with backpressure, so memory stays bounded. The tasks and
+actors run the pipeline's stages (server/pipeline/stages.py); what each reserves is sized to
+the cluster before the job starts (fit_job), so that no part of it waits for ever.
 
 Every node needs this package installed and the files at the same paths (a shared folder);
 celebrities needs the gallery's database (the data folder, or IMAGERECOGNIZE_DATABASE_URL).
