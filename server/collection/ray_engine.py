@@ -64,9 +64,10 @@ class Fit:
 
 def fit_job(nodes: list[dict[str, float]], types: int) -> Fit:
     """Reservations that fit ``nodes`` (the resources of each live node): each type's pool
-    puts one actor on each node (on each GPU where there are GPUs, the types sharing it),
-    and every node keeps room for one read or decode task beside its actors. Ray Data spreads
-    the actors of a pool over the nodes. Raises RunError, saying what the job needs, when no
+    has one actor per node (per GPU where there are GPUs, the types sharing it), each small
+    enough that one actor of every type and one read or decode task fit on the smallest node.
+    Then, wherever Ray places the actors, what they leave would hold one task on every node,
+    so some node always has room for one. Raises RunError, saying what the job needs, when no
     node has a CPU."""
     cpu_nodes = [node for node in nodes if node.get("CPU", 0) > 0]
     if not cpu_nodes:
