@@ -145,7 +145,6 @@ def decode_row(
     image per decode task it runs (Ray runs at most its logical CPUs / ``task_cpus`` of them)."""
     import dataclasses
 
-    from models.registry import default_model
     from server.pipeline import stages
 
     row["rgb"], row["rgb_size"], row["info"] = b"", "null", "null"
@@ -153,7 +152,7 @@ def decode_row(
     if type_ not in pending:
         return row
     config = Settings(**settings)
-    cls = default_model(type_, config.model_for(type_), config.resolved_model_dir)
+    cls = config.model_class(type_)
     assert cls is not None  # checked by the driver before the job
     data = row["data"]
     try:
@@ -178,24 +177,19 @@ class ModelActor:
     def __init__(self, type_: str, params: dict[str, Any], settings: dict[str, Any]):
         import torch
 
-        from models.registry import default_model
         from models.runtimes.device import choose_device
-        from server.store.db import init_db, make_engine
+        from server.pipeline.model_manager import load_model
+        from server.store.db import open_database
         from server.store.gallery import Gallery
 
         config = Settings(**settings)
         device = choose_device(config.device)
         if device.type == "cpu":
             torch.set_num_threads(max(1, config.torch_threads))
-        engine = make_engine(config.resolved_database_url)
-        init_db(engine)
-        # The server's choice of model, built with the server's options.
-        cls = default_model(type_, config.model_for(type_), config.resolved_model_dir)
-        if cls is None:
-            raise RuntimeError(f"type {type_} has no model on this node")
-        model = cls(device, config.model_options(Gallery(engine)))
-        model.load()
-        self.type, self.params, self.model = type_, params, model
+        # The server's choice of model, built with the server's options and gallery.
+        gallery = Gallery(open_database(config.resolved_database_url))
+        self.type, self.params = type_, params
+        self.model = load_model(config, type_, device, gallery)
 
     def __call__(self, batch: Any) -> Any:
         from PIL import Image
@@ -244,10 +238,8 @@ def run_ray(
         import ray
     except ImportError:
         raise RunError("--engine ray needs Ray: pip install 'imagerecognize[ray]'") from None
-    from models.registry import default_model
-
     for type_ in job.types:  # a type without a model fails here, before any work
-        if default_model(type_, settings.model_for(type_), settings.resolved_model_dir) is None:
+        if settings.model_class(type_) is None:
             raise RunError(f"type {type_}: no model for it on this machine")
     try:
         ray.init(
@@ -285,8 +277,6 @@ def _say_if_busy(ray: Any, fit: Fit, types: int) -> None:
 
 def _run(ray: Any, job: Job, settings: Settings, results: ResultsFile, tally: Tally, show: bool):
     from ray.data import DataContext
-
-    from models.registry import default_model
 
     # Before the walk: a job that cannot fit fails at once.
     fit = fit_job([node["Resources"] for node in ray.nodes() if node.get("Alive")], len(job.types))
@@ -326,7 +316,8 @@ def _run(ray: Any, job: Job, settings: Settings, results: ResultsFile, tally: Ta
         num_cpus=fit.task_cpus,
     )
     for type_ in job.types:
-        cls = default_model(type_, settings.model_for(type_), settings.resolved_model_dir)
+        cls = settings.model_class(type_)
+        assert cls is not None  # checked in run_ray
         batch_size, _ = settings.batch_limits(
             type_, cls.cuda_batch_size if gpus else cls.cpu_batch_size
         )
