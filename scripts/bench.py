@@ -303,11 +303,12 @@ def load(url: str, key: str, type_: str, images: list[bytes], concurrency: int) 
     }
 
 
-def create_key(env: dict[str, str], name: str) -> str:
-    """A new unlimited key in the data folder that ``env`` names."""
+def create_key(env: dict[str, str], name: str, tree: Path = ROOT) -> str:
+    """A new unlimited key in the data folder that ``env`` names, made by ``tree``'s code."""
     command = [sys.executable, "-m", "server", "keys", "create", "--name", name]
     return subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        command, cwd=tree, env=dict(env, PYTHONPATH=str(tree)), capture_output=True,
+        text=True, check=True,
     ).stdout.strip()
 
 
@@ -438,10 +439,15 @@ def main() -> None:
             entry["raw"] = raw_pipeline(type_, distinct_jpegs(16))
             entry["analyze"] = analyze_command(type_, distinct_jpegs(args.requests or 64), env)
         servers: dict[str, Server] = {}
+        keys = dict.fromkeys(args.servers, key)
         for name in args.servers:
             for started in servers.values():
                 started.pause()  # start-up measures nothing, but a fair machine
-            servers[name] = start_server(name, env, args.baseline)
+            server_env = env
+            if name == "baseline":  # a database of its own: its schema may be older than ours
+                server_env = dict(env, IMAGERECOGNIZE_DATA_DIR=str(data_dir / "baseline"))
+                keys[name] = create_key(server_env, "bench", args.baseline)
+            servers[name] = start_server(name, server_env, args.baseline)
         try:
             offset = 0
             for concurrency in args.concurrency:
@@ -456,8 +462,11 @@ def main() -> None:
                             if other is not server:
                                 other.pause()
                         server.resume()
-                        load(server.url, key, type_, images[: min(4, count)], 1)  # warm-up
-                        rounds[name].append(load(server.url, key, type_, images, concurrency))
+                        warm_up = images[: min(4, count)]
+                        load(server.url, keys[name], type_, warm_up, 1)
+                        rounds[name].append(
+                            load(server.url, keys[name], type_, images, concurrency)
+                        )
                 for name, measured in rounds.items():
                     entry[name].append(summarise(measured))
         finally:
