@@ -14,7 +14,7 @@ from server.catalog import CACHE_DEFAULT_LIMIT
 from server.errors import ApiError, ErrorKind
 from server.pipeline.analysis import AnalysisPipeline, PipelineResult
 from server.service.admission import Admitted, AdmittedImage
-from server.service.checks import NO_SUCH_RESULT
+from server.service.checks import NO_SUCH_RESULT, could_be_stored_result_id
 from server.store.audit import api_actor
 from server.store.keys import KeyRecord, KeyStore
 from server.store.results import ResultStore
@@ -122,6 +122,8 @@ class AnalysisService:
     async def delete(self, key: KeyRecord, result_id: str) -> dict[str, Any]:
         """Deletes one of ``key``'s stored results; 421 when it has none by that id (another
         key's result is not told apart from none)."""
+        if not could_be_stored_result_id(result_id):
+            raise ApiError(ErrorKind.INVALID_PARAMETER, NO_SUCH_RESULT)
         deleted = await run_in_threadpool(
             self.results.delete, key.id, result_id, actor=api_actor(key.name)
         )

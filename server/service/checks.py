@@ -17,6 +17,12 @@ _DECIMAL = re.compile(r"^\s*[+-]?[0-9]{1,20}\s*$", re.ASCII)
 NO_SUCH_RESULT = "id (no such result for this key)"
 
 
+def could_be_stored_result_id(result_id: str) -> bool:
+    """False for an id no stored result has: longer than any, or holding NUL, which
+    PostgreSQL refuses outright (a 500 if it got that far)."""
+    return len(result_id) <= MAX_RESULT_ID_CHARS and "\x00" not in result_id
+
+
 def parse_int(value: str) -> int | None:
     """A decimal integer string ("80", " 80 ", "+80") to int; anything else to None."""
     if not _DECIMAL.match(value):
@@ -54,8 +60,7 @@ def check_parameters(type_: str, upload: Upload, partial: bool = False) -> dict[
         params[name] = value
     if type_ == CACHE_TYPE and "id" in upload.fields:
         result_id = upload.fields["id"].strip()
-        # No stored id is longer or holds NUL, which PostgreSQL refuses outright (500).
-        if len(result_id) > MAX_RESULT_ID_CHARS or "\x00" in result_id:
+        if not could_be_stored_result_id(result_id):
             problems.append(NO_SUCH_RESULT)
         else:
             params["id"] = result_id

@@ -1,9 +1,10 @@
-"""Face work beside the gallery that needs the celebrities model, for the APIs that offer it
-(DeepStack's face/match): how alike the faces of two images are. Enrolment is
-server/store/enrolment.py's."""
+"""Face work beside the gallery that needs the celebrities model, for every API that offers
+it: enrolling photos (in the model's threads, server/store/enrolment.py doing the work) and
+how alike the faces of two images are (DeepStack's face/match)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,35 @@ import numpy as np
 from models.celebrities.dlib_faces import match_confidence
 from models.images import decode_image, inspect_image
 from server.pipeline.analysis import AnalysisPipeline
+from server.store.enrolment import enrol_photos
+from server.store.gallery import Gallery, check_name, check_source
 
 FACES_TYPE = "celebrities"
+
+
+async def enrol_in_gallery(
+    pipeline: AnalysisPipeline,
+    gallery: Gallery,
+    name: str,
+    photos: list[tuple[str, bytes]],
+    *,
+    actor: str,
+    min_probability: float | None = None,
+) -> dict[str, Any]:
+    """Adds a face from each photo to ``name`` (all or nothing), audited as ``actor``'s; what
+    the database cannot hold is refused before the model loads."""
+    check_name(name)
+    for source, _ in photos:
+        check_source(source)
+    batcher = await pipeline.batcher(FACES_TYPE)
+    return await batcher.run_in_model_threads(
+        functools.partial(enrol_photos, min_probability=min_probability, actor=actor),
+        gallery,
+        batcher.model,
+        name,
+        photos,
+        pipeline.settings.max_image_pixels,
+    )
 
 
 def _first_face_descriptor(model: Any, data: bytes, max_pixels: int) -> np.ndarray | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import math
 import re
@@ -55,15 +54,15 @@ from server.http.upload import (
 )
 from server.service.admission import admit
 from server.service.form import Upload
+from server.service.gallery import FACES_TYPE, enrol_in_gallery
 from server.store.audit import api_actor
-from server.store.enrolment import enrol_photos
-from server.store.gallery import FaceNotFoundError, PersonNotFoundError, check_name, check_source
+from server.store.gallery import FaceNotFoundError, PersonNotFoundError
 from server.store.keys import KeyRecord
 from server.telemetry.requests import note_answer, note_type
 
 router = APIRouter(prefix="/api/v1/recognition", include_in_schema=False)
 
-TYPE = "celebrities"
+TYPE = FACES_TYPE  # the type whose model enrols and recognises
 API_KEY_HEADER = "x-api-key"
 MAX_PREDICTION_COUNT = 100
 DEFAULT_PAGE_SIZE = 20  # CompreFace's (Spring's) page size
@@ -384,18 +383,9 @@ async def add_face(request: Request, state: State) -> JSONResponse:
             )
         det_prob_threshold = probability_query(request, "det_prob_threshold")
         source, data = await read_image(request, state)
-        # What the database cannot hold is refused before the model loads.
-        check_name(subject)
-        check_source(source)
-        batcher = await state.pipeline.batcher(TYPE)
-        enrolled = await batcher.run_in_model_threads(
-            functools.partial(enrol_photos, actor=actor),
-            state.gallery,
-            batcher.model,
-            subject,
-            [(source, data)],
-            state.settings.max_image_pixels,
-            det_prob_threshold,
+        enrolled = await enrol_in_gallery(
+            state.pipeline, state.gallery, subject, [(source, data)],
+            actor=actor, min_probability=det_prob_threshold,
         )
         return {"image_id": str(enrolled["face_ids"][0]), "subject": enrolled["name"]}
 

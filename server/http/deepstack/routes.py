@@ -38,10 +38,9 @@ from server.http.state import AppState, State
 from server.http.upload import UploadTooLargeError, read_upload
 from server.service.admission import admit_image
 from server.service.form import Upload
-from server.service.gallery import FACES_TYPE, face_similarity
+from server.service.gallery import FACES_TYPE, enrol_in_gallery, face_similarity
 from server.store.audit import api_actor
-from server.store.enrolment import enrol_photos
-from server.store.gallery import GalleryError, check_name, check_source
+from server.store.gallery import GalleryError
 from server.store.keys import KeyRecord
 from server.telemetry.requests import note_answer, note_type
 
@@ -248,20 +247,8 @@ async def register(request: Request, state: State) -> JSONResponse:
         photos = upload.files
         if not photos:
             raise ApiError(ErrorKind.NO_DATA)
-        # What the database cannot hold is refused before the model loads.
-        check_name(userid)
-        for source, _ in photos:
-            check_source(source)
-        batcher = await state.pipeline.batcher(FACES_TYPE)
         # Added to the person's faces: DeepStack overwrote them (docs/compat.md).
-        await batcher.run_in_model_threads(
-            functools.partial(enrol_photos, actor=actor),
-            state.gallery,
-            batcher.model,
-            userid,
-            photos,
-            state.settings.max_image_pixels,
-        )
+        await enrol_in_gallery(state.pipeline, state.gallery, userid, photos, actor=actor)
         return {"message": "face added"}
 
     return await _answer(request, work)

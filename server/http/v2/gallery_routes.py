@@ -8,7 +8,6 @@ DELETE /api/v2/gallery/{name}/faces/{id}?apikey=…   remove one face
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -18,13 +17,13 @@ from starlette.concurrency import run_in_threadpool
 from server.errors import ApiError, ErrorKind
 from server.http.respond import respond
 from server.http.state import AppState, State
-from server.http.upload import Upload, UploadTooLargeError, read_upload
+from server.http.upload import Upload
+from server.http.v2.keyed import keyed_upload
+from server.service.gallery import FACES_TYPE, enrol_in_gallery
 from server.store.audit import api_actor
-from server.store.enrolment import enrol_photos
-from server.store.gallery import check_name, check_source
 
 router = APIRouter()
-TYPE = "celebrities"
+TYPE = FACES_TYPE  # the type whose model enrols and recognises
 MAX_FACE_ID = 2**63 - 1  # face ids are 64-bit database keys
 
 
@@ -38,16 +37,7 @@ def _face_id(text: str) -> int:
 async def admin_upload(request: Request, state: AppState) -> tuple[Upload, str]:
     """The request's fields and photos, from an admin key, and who that is for the audit
     log: else 413, 400 or 401."""
-    try:
-        upload = await read_upload(request, state.settings.max_upload_bytes)
-    except UploadTooLargeError:
-        raise ApiError(ErrorKind.IMAGE_TOO_LARGE) from None
-    apikey = upload.fields.get("apikey", "").strip()
-    if not apikey:
-        raise ApiError(ErrorKind.APIKEY_MISSING)
-    key = await run_in_threadpool(state.keys.authenticate, apikey)
-    if key is None:
-        raise ApiError(ErrorKind.APIKEY_INVALID)
+    upload, key = await keyed_upload(request, state)
     if not key.is_admin:
         raise ApiError(ErrorKind.APIKEY_NOT_ADMIN)
     return upload, api_actor(key.name)
@@ -64,15 +54,7 @@ async def enrol(request: Request, state: State) -> JSONResponse:
         photos = upload.files
         if not photos:
             raise ApiError(ErrorKind.INVALID_PARAMETER, "file (missing)")
-        # What the database cannot hold is refused before the model loads.
-        check_name(name)
-        for source, _ in photos:
-            check_source(source)
-        batcher = await state.pipeline.batcher(TYPE)
-        return await batcher.run_in_model_threads(
-            functools.partial(enrol_photos, actor=actor), state.gallery, batcher.model, name,
-            photos, state.settings.max_image_pixels,
-        )
+        return await enrol_in_gallery(state.pipeline, state.gallery, name, photos, actor=actor)
 
     return await respond(request, work)
 
