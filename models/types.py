@@ -28,7 +28,8 @@ class IntParameter:
         return self.minimum <= value <= (MAX_INT if self.maximum is None else self.maximum)
 
     def describe(self) -> str:
-        return f"an integer from {self.minimum} to {self.maximum or MAX_INT}"
+        top = MAX_INT if self.maximum is None else self.maximum
+        return f"an integer from {self.minimum} to {top}"
 
     @property
     def flag(self) -> str:
