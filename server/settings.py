@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.options import FaceGallery, FacesOptions, ModelOptions, OnnxOptions
@@ -274,6 +274,31 @@ class Settings(BaseSettings):
         None,
         description="Face descriptor answering celebrities: dlib_resnet or "
         "facenet_vggface2 (run `imagerecognize gallery reindex` after a switch).",
+    )
+    aws_credentials_key: SecretStr | None = Field(
+        None,
+        description="Key (Fernet: 32 bytes, URL-safe base64) that encrypts the secret access "
+        "keys of AWS-style credentials (`imagerecognize keys create --aws`) in the database; "
+        "the Rekognition dialect needs each secret itself to check signatures, so it cannot "
+        "be kept as a hash. Default: a key generated on first use into "
+        "data_dir/aws-credentials.key (mode 0600). Servers on several hosts sharing one "
+        "database must share this key (docs/privacy.md).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint (e.g. http://minio:9000) that the Rekognition "
+        "dialect reads `Image.S3Object` images from, with S3_ACCESS_KEY_ID and "
+        "S3_SECRET_ACCESS_KEY. Unset: such images are answered InvalidS3ObjectException, "
+        "and images are read only from the request.",
+    )
+    s3_access_key_id: str | None = Field(
+        None, description="Access key id for S3_ENDPOINT_URL."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="Secret access key for S3_ENDPOINT_URL."
+    )
+    s3_region: str = Field(
+        "us-east-1", description="Region name sent to S3_ENDPOINT_URL in its signatures."
     )
 
     def resolved_torch_calls(self, device_type: str) -> int:

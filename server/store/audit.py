@@ -29,6 +29,7 @@ SERVER_ACTOR = "server"
 KEY_CREATED = "key.create"
 KEY_REVOKED = "key.revoke"
 KEY_QUOTA_SET = "key.set_quota"
+KEY_AWS_CREDENTIALS = "key.aws_credentials"  # AWS-style credentials given to a key
 PERSON_ENROLLED = "gallery.enrol"
 PERSON_REMOVED = "gallery.remove_person"
 FACE_REMOVED = "gallery.remove_face"
@@ -42,6 +43,7 @@ ACTIONS = (
     KEY_CREATED,
     KEY_REVOKED,
     KEY_QUOTA_SET,
+    KEY_AWS_CREDENTIALS,
     PERSON_ENROLLED,
     PERSON_REMOVED,
     FACE_REMOVED,
