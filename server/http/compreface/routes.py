@@ -67,7 +67,6 @@ API_KEY_HEADER = "x-api-key"
 MAX_PREDICTION_COUNT = 100
 DEFAULT_PAGE_SIZE = 20  # CompreFace's (Spring's) page size
 MAX_PAGE_SIZE = 1000
-MAX_FACE_ID = 2**63 - 1
 PLUGINS_SEPARATOR = re.compile(r"[,\s]+")
 LANDMARKS_PLUGIN = "landmarks"
 BASE64_FILE_NAME = "file"  # a JSON body's image has no file name of its own
@@ -387,7 +386,7 @@ async def add_face(request: Request, state: State) -> JSONResponse:
             state.pipeline, state.gallery, subject, [(source, data)],
             actor=actor, min_probability=det_prob_threshold,
         )
-        return {"image_id": str(enrolled["face_ids"][0]), "subject": enrolled["name"]}
+        return {"image_id": enrolled["face_ids"][0], "subject": enrolled["name"]}
 
     return await answer(request, work, status=201)
 
@@ -402,7 +401,7 @@ async def list_faces(request: Request, state: State) -> JSONResponse:
             state.gallery.faces, subject_query(request), page * size, size
         )
         return {
-            "faces": [{"image_id": str(face_id), "subject": name} for face_id, name in faces],
+            "faces": [{"image_id": face_id, "subject": name} for face_id, name in faces],
             "page_number": page,
             "page_size": size,
             "total_pages": math.ceil(total / size),
@@ -437,16 +436,10 @@ async def delete_face(request: Request, state: State, image_id: str) -> JSONResp
     async def work() -> dict[str, Any]:
         actor = api_actor((await admin_key(request, state)).name)
         not_found = FaceNotFoundError(f"Image {image_id} not found")
-        if not (image_id.isascii() and image_id.isdigit()) or len(image_id) > 19:
-            raise not_found
-        if int(image_id) > MAX_FACE_ID:
-            raise not_found
         try:
-            name = await run_in_threadpool(
-                state.gallery.remove_face_by_id, int(image_id), actor=actor
-            )
+            name = await run_in_threadpool(state.gallery.remove_face_by_id, image_id, actor=actor)
         except FaceNotFoundError:
             raise not_found from None
-        return {"image_id": str(int(image_id)), "subject": name}
+        return {"image_id": image_id, "subject": name}
 
     return await answer(request, work)

@@ -8,6 +8,7 @@ DELETE /api/v2/gallery/{name}/faces/{id}?apikey=…   remove one face
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,14 +25,14 @@ from server.store.audit import api_actor
 
 router = APIRouter()
 TYPE = FACES_TYPE  # the type whose model enrols and recognises
-MAX_FACE_ID = 2**63 - 1  # face ids are 64-bit database keys
+FACE_ID = re.compile(r"[0-9a-fA-F-]{1,36}")  # a UUID, or an older face's integer id
 
 
-def _face_id(text: str) -> int:
-    """The face id of a route, or 421 (a larger int overflows the database driver: 500)."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_FACE_ID:
-        raise ApiError(ErrorKind.INVALID_PARAMETER, f"face id (an integer up to {MAX_FACE_ID})")
-    return int(text)
+def _face_id(text: str) -> str:
+    """The face id of a route, or 421."""
+    if not FACE_ID.fullmatch(text):
+        raise ApiError(ErrorKind.INVALID_PARAMETER, "face id (a UUID or an integer)")
+    return text.lower()
 
 
 async def admin_upload(request: Request, state: AppState) -> tuple[Upload, str]:
