@@ -15,17 +15,16 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import DateTime, ForeignKey, String, Text, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from server.settings import Settings
 from server.store import audit
-from server.store.db import ApiKey, Base, utcnow
+from server.store.db import ApiKey, AwsCredential
 from server.store.keys import KeyManagementError, KeyRecord
 
 log = logging.getLogger(__name__)
@@ -34,18 +33,6 @@ KEY_FILE_NAME = "aws-credentials.key"
 # Access key ids look like AWS's (20 capitals and digits) but begin with IR, never AKIA.
 ACCESS_KEY_PREFIX = "IRAK"
 _BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-
-
-class AwsCredential(Base):
-    __tablename__ = "aws_credentials"
-
-    access_key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    key_id: Mapped[int] = mapped_column(
-        ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False, index=True
-    )
-    # The secret access key, encrypted with the credentials key (a Fernet token).
-    secret_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 @dataclass(frozen=True)

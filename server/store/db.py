@@ -26,6 +26,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
     create_engine,
     event,
@@ -201,6 +202,20 @@ class GalleryState(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
+
+
+class AwsCredential(Base):
+    """AWS-style credentials of a key for the Rekognition dialect (server/store/
+    aws_credentials.py): the secret only encrypted with the server's credentials key."""
+
+    __tablename__ = "aws_credentials"
+
+    access_key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_id: Mapped[int] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    secret_encrypted: Mapped[str] = mapped_column(Text, nullable=False)  # a Fernet token
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a busy timeout so that several threads and
