@@ -1,0 +1,606 @@
+"""Rekognition's operations: each reads its input members, makes its service call(s) and
+writes its output shape. One unit of quota per operation that analyses an image (the service
+charges it); collection management and SearchFaces are free. Collections and their faces
+need an admin key's credentials, as the gallery does; searching them does not.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+
+from server.errors import ApiError, ErrorKind
+from server.http.rekognition import shapes
+from server.http.rekognition.errors import (
+    IMAGE_TOO_LARGE,
+    INVALID_PAGINATION_TOKEN,
+    INVALID_S3_OBJECT,
+    RESOURCE_EXISTS,
+    RESOURCE_NOT_FOUND,
+    AwsError,
+    invalid_parameter,
+)
+from server.http.rekognition.wire import (
+    EXTERNAL_IMAGE_ID,
+    FACE_ID,
+    MAX_IMAGE_BYTES,
+    Members,
+)
+from server.service.aws import ImageObjectTooLargeError, S3ObjectError
+from server.service.face_collections import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    FaceNotFoundError,
+    FaceToIndex,
+    GalleryError,
+    similarity,
+    similarity_from_match_confidence,
+)
+from server.service.labels import label_hierarchy
+
+# Rekognition's defaults.
+DEFAULT_LABEL_MIN_CONFIDENCE = 55.0
+DEFAULT_MODERATION_MIN_CONFIDENCE = 50.0
+DEFAULT_SIMILARITY_THRESHOLD = 80.0
+DEFAULT_LIST_FACES = 1000
+DEFAULT_LIST_COLLECTIONS = 1000
+MAX_LABELS_ALL = 2_147_483_647  # the objects type's max_labels maximum: every label
+ACCOUNT = "000000000000"  # ARNs name an account; this server has none
+FACE_ATTRIBUTES = (
+    "DEFAULT", "ALL", "AGE_RANGE", "BEARD", "EMOTIONS", "EYE_DIRECTION", "EYEGLASSES",
+    "EYES_OPEN", "GENDER", "MOUTH_OPEN", "MUSTACHE", "FACE_OCCLUDED", "SMILE", "SUNGLASSES",
+)
+QUALITY_FILTERS = ("NONE", "AUTO", "LOW", "MEDIUM", "HIGH")
+# QualityFilter as the detector's probability and the face's smaller side in pixels that a
+# face needs to be indexed or searched (docs/compat.md); AUTO is MEDIUM.
+QUALITY_MINIMUMS = {
+    "NONE": (0.0, 0),
+    "LOW": (0.80, 20),
+    "MEDIUM": (0.90, 40),
+    "AUTO": (0.90, 40),
+    "HIGH": (0.97, 60),
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    request: Request
+    service: Any  # the ApplicationService
+    key: Any  # the KeyRecord the credentials belong to
+    region: str  # the region the client signed for (it names itself in ARNs)
+
+    def require_admin(self) -> None:
+        if not self.key.is_admin:
+            raise ApiError(ErrorKind.APIKEY_NOT_ADMIN)
+
+    @property
+    def actor(self) -> str:
+        return self.service.actor(self.key)
+
+    def arn(self, collection: str) -> str:
+        return f"aws:rekognition:{self.region}:{ACCOUNT}:collection/{collection}"
+
+    async def image(self, members: Members, name: str = "Image") -> bytes:
+        given = members.image(name)
+        if given.data is not None:
+            return given.data
+        assert given.s3 is not None
+        try:
+            return await self.service.aws.read_s3_object(
+                given.s3.bucket, given.s3.name, given.s3.version, MAX_IMAGE_BYTES
+            )
+        except ImageObjectTooLargeError as exc:
+            raise AwsError(IMAGE_TOO_LARGE, str(exc)) from None
+        except S3ObjectError as exc:
+            raise AwsError(INVALID_S3_OBJECT, str(exc)) from None
+
+
+Operation = Callable[[Call, Members], Awaitable[dict[str, Any]]]
+
+
+def _size(data: dict[str, Any]) -> tuple[int, int]:
+    return int(data["image"]["width"]), int(data["image"]["height"])
+
+
+def _model_version(data: dict[str, Any]) -> str:
+    model = data.get("model") or {}
+    return f"{model.get('name', '')} {model.get('version', '')}".strip()
+
+
+async def detect_labels(call: Call, members: Members) -> dict[str, Any]:
+    image = await call.image(members)
+    min_confidence = members.number("MinConfidence", DEFAULT_LABEL_MIN_CONFIDENCE)
+    max_labels = members.integer("MaxLabels", None, low=0)
+    members.strings("Features", choices=("GENERAL_LABELS", "IMAGE_PROPERTIES"))
+    assert min_confidence is not None
+    params = {"max_labels": MAX_LABELS_ALL, "min_confidence": math.floor(min_confidence)}
+    data = await call.service.analyze(call.key, "objects", params, image)
+    width, height = _size(data)
+    hierarchy = label_hierarchy()
+    kept = [o for o in data["objects"] if float(o["confidence"]) >= min_confidence]
+    return {
+        "Labels": shapes.labels(
+            kept,
+            width,
+            height,
+            display_name=hierarchy.display_name,
+            parents=hierarchy.parents,
+            category_parents=hierarchy.category_parents,
+            max_labels=max_labels,
+        ),
+        "LabelModelVersion": _model_version(data),
+    }
+
+
+async def detect_faces(call: Call, members: Members) -> dict[str, Any]:
+    image = await call.image(members)
+    members.strings("Attributes", choices=FACE_ATTRIBUTES)  # none adds what we cannot compute
+    data = await call.service.analyze(call.key, "detect_faces", {}, image)
+    width, height = _size(data)
+    return {"FaceDetails": [shapes.face_detail(f, width, height) for f in data["objects"]]}
+
+
+async def detect_text(call: Call, members: Members) -> dict[str, Any]:
+    image = await call.image(members)
+    filters = members.document.get("Filters") or {}
+    if not isinstance(filters, dict):
+        raise invalid_parameter("Filters must be an object")
+    word_filter = Members(filters.get("WordFilter") or {})
+    min_confidence = word_filter.number("MinConfidence", 0.0)
+    min_height = word_filter.number("MinBoundingBoxHeight", 0.0, high=1.0)
+    min_width = word_filter.number("MinBoundingBoxWidth", 0.0, high=1.0)
+    data = await call.service.analyze(call.key, "detect_text", {}, image)
+    width, height = _size(data)
+    detections = shapes.text_detections(data["objects"], width, height)
+    kept_lines = {
+        d["Id"]
+        for d in detections
+        if d["Type"] == "LINE"
+        and d["Confidence"] >= (min_confidence or 0.0)
+        and d["Geometry"]["BoundingBox"]["Height"] >= (min_height or 0.0)
+        and d["Geometry"]["BoundingBox"]["Width"] >= (min_width or 0.0)
+    }
+    kept = [
+        d for d in detections if d["Id"] in kept_lines or d.get("ParentId") in kept_lines
+    ]
+    return {"TextDetections": kept, "TextModelVersion": _model_version(data)}
+
+
+async def detect_moderation_labels(call: Call, members: Members) -> dict[str, Any]:
+    image = await call.image(members)
+    min_confidence = members.number("MinConfidence", DEFAULT_MODERATION_MIN_CONFIDENCE)
+    assert min_confidence is not None
+    data = await call.service.analyze(call.key, "nsfw", {"nsfw_min_confidence": 0}, image)
+    return {
+        "ModerationLabels": shapes.moderation_labels(data["objects"], min_confidence),
+        "ModerationModelVersion": _model_version(data),
+    }
+
+
+def celebrity_id(name: str) -> str:
+    """A stable id for a known person, of the pattern Rekognition's ids have."""
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+
+
+async def recognize_celebrities(call: Call, members: Members) -> dict[str, Any]:
+    image = await call.image(members)
+    data = await call.service.analyze(call.key, "celebrities", {}, image)
+    width, height = _size(data)
+    celebrities = []
+    for person in data["objects"]:
+        face = shapes.face_detail(person, width, height)
+        del face["Confidence"]  # the match's, not the detector's: not known here
+        celebrities.append(
+            {
+                "Urls": [],
+                "Name": person["name"],
+                "Id": celebrity_id(person["name"]),
+                "Face": face,
+                "MatchConfidence": similarity_from_match_confidence(float(person["confidence"])),
+            }
+        )
+    return {
+        "CelebrityFaces": celebrities,
+        "UnrecognizedFaces": [
+            shapes.face_detail(f, width, height) for f in data.get("unrecognized", [])
+        ],
+    }
+
+
+def _described_face(face: Any, width: int, height: int) -> dict[str, Any]:
+    """A face of the service's describe_faces as a ComparedFace / FaceDetail."""
+    left, top, box_width, box_height = face.box
+    return shapes.face_detail(
+        {
+            "box": {"left": left, "top": top, "width": box_width, "height": box_height},
+            "landmarks": face.landmarks,
+            "confidence": round(100.0 * float(face.probability), 4),
+        },
+        width,
+        height,
+    )
+
+
+def _largest(faces: list[Any]) -> Any:
+    return max(faces, key=lambda face: face.box[2] * face.box[3])
+
+
+def _distance(first: Any, second: Any) -> float:
+    return float(sum((a - b) ** 2 for a, b in zip(first, second, strict=True)) ** 0.5)
+
+
+async def compare_faces(call: Call, members: Members) -> dict[str, Any]:
+    source_image = await call.image(members, "SourceImage")
+    target_image = await call.image(members, "TargetImage")
+    threshold = members.number("SimilarityThreshold", DEFAULT_SIMILARITY_THRESHOLD)
+    members.string("QualityFilter", choices=QUALITY_FILTERS)
+    assert threshold is not None
+    # One unit for the pair, as DeepStack's face/match.
+    source = await call.service.describe_faces(call.key, source_image)
+    target = await call.service.describe_faces(call.key, target_image, charge=False)
+    if not source.faces:
+        raise invalid_parameter("There are no faces in the source image")
+    searched = _largest(source.faces)
+    matches, unmatched = [], []
+    for face in sorted(target.faces, key=lambda f: f.probability, reverse=True):
+        alike = similarity(
+            _distance(searched.descriptor, face.descriptor), call.service.match_threshold
+        )
+        compared = _described_face(face, target.width, target.height)
+        if alike >= threshold:
+            matches.append({"Similarity": alike, "Face": compared})
+        else:
+            unmatched.append(compared)
+    matches.sort(key=lambda match: match["Similarity"], reverse=True)
+    source_face = _described_face(searched, source.width, source.height)
+    return {
+        "SourceImageFace": {
+            "BoundingBox": source_face["BoundingBox"],
+            "Confidence": source_face["Confidence"],
+        },
+        "FaceMatches": matches,
+        "UnmatchedFaces": unmatched,
+    }
+
+
+# Collections.
+
+
+def _gallery_error(exc: GalleryError) -> AwsError:
+    if isinstance(exc, CollectionNotFoundError):
+        return AwsError(RESOURCE_NOT_FOUND, str(exc))
+    if isinstance(exc, CollectionExistsError):
+        return AwsError(RESOURCE_EXISTS, str(exc))
+    return invalid_parameter(str(exc))
+
+
+def _face_model(call: Call) -> str:
+    return call.service.face_model_version()
+
+
+async def create_collection(call: Call, members: Members) -> dict[str, Any]:
+    call.require_admin()
+    name = members.collection_id()
+    try:
+        await call.service.create_collection(name, actor=call.actor)
+    except GalleryError as exc:
+        raise _gallery_error(exc) from None
+    return {
+        "StatusCode": 200,
+        "CollectionArn": call.arn(name),
+        "FaceModelVersion": _face_model(call),
+    }
+
+
+async def delete_collection(call: Call, members: Members) -> dict[str, Any]:
+    call.require_admin()
+    name = members.collection_id()
+    try:
+        await call.service.delete_collection(name, actor=call.actor)
+    except GalleryError as exc:
+        raise _gallery_error(exc) from None
+    return {"StatusCode": 200}
+
+
+def _token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _offset(members: Members) -> int:
+    token = members.string("NextToken", max_length=255)
+    if token is None:
+        return 0
+    try:
+        kind, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind != "offset" or not number.isdigit():
+            raise ValueError(token)
+        return int(number)
+    except ValueError:
+        raise AwsError(INVALID_PAGINATION_TOKEN, "Invalid pagination token") from None
+
+
+async def list_collections(call: Call, members: Members) -> dict[str, Any]:
+    call.require_admin()
+    offset = _offset(members)
+    limit = members.integer("MaxResults", DEFAULT_LIST_COLLECTIONS, low=0, high=4096)
+    assert limit is not None
+    names = [info.name for info in await call.service.collections()]
+    page = names[offset : offset + limit]
+    output: dict[str, Any] = {
+        "CollectionIds": page,
+        "FaceModelVersions": [_face_model(call)] * len(page),
+    }
+    if offset + limit < len(names):
+        output["NextToken"] = _token(offset + limit)
+    return output
+
+
+def _creation_timestamp(created: datetime) -> float:
+    return created.timestamp() if created.tzinfo else created.replace(tzinfo=None).timestamp()
+
+
+async def describe_collection(call: Call, members: Members) -> dict[str, Any]:
+    call.require_admin()
+    name = members.collection_id()
+    try:
+        info = await call.service.aws.collections.describe(name)
+    except GalleryError as exc:
+        raise _gallery_error(exc) from None
+    return {
+        "FaceCount": info.faces,
+        "FaceModelVersion": _face_model(call),
+        "CollectionARN": call.arn(name),
+        "CreationTimestamp": _creation_timestamp(info.created_at),
+        "UserCount": 0,
+    }
+
+
+def _face(record: Any, model: str) -> dict[str, Any]:
+    """A face the collection keeps, as Rekognition's Face."""
+    face: dict[str, Any] = {"FaceId": record.id, "IndexFacesModelVersion": model}
+    if record.box is not None:
+        left, top, width, height = record.box
+        face["BoundingBox"] = {"Width": width, "Height": height, "Left": left, "Top": top}
+    if record.image_id is not None:
+        face["ImageId"] = record.image_id
+    if record.external_image_id is not None:
+        face["ExternalImageId"] = record.external_image_id
+    if record.confidence is not None:
+        face["Confidence"] = round(100.0 * float(record.confidence), 4)
+    return face
+
+
+def _quality_reasons(face: Any, quality: str) -> list[str]:
+    min_probability, min_side = QUALITY_MINIMUMS[quality]
+    reasons = []
+    if float(face.probability) < min_probability:
+        reasons.append("LOW_CONFIDENCE")
+    if min(face.box[2], face.box[3]) < min_side:
+        reasons.append("SMALL_BOUNDING_BOX")
+    return reasons
+
+
+async def index_faces(call: Call, members: Members) -> dict[str, Any]:
+    call.require_admin()
+    collection = members.collection_id()
+    external_image_id = members.string(
+        "ExternalImageId", pattern=EXTERNAL_IMAGE_ID, max_length=255
+    )
+    members.strings("DetectionAttributes", choices=FACE_ATTRIBUTES)
+    max_faces = members.integer("MaxFaces", None, low=1, high=100)
+    quality = members.string("QualityFilter", "AUTO", choices=QUALITY_FILTERS)
+    assert quality is not None
+    image = await call.image(members)
+    try:
+        await call.service.aws.collections.describe(collection)  # ResourceNotFound first
+    except GalleryError as exc:
+        raise _gallery_error(exc) from None
+    described = await call.service.describe_faces(call.key, image)
+    width, height = described.width, described.height
+    faces = sorted(described.faces, key=lambda f: f.box[2] * f.box[3], reverse=True)
+    chosen, unindexed = [], []
+    for face in faces:
+        reasons = _quality_reasons(face, quality)
+        if not reasons and max_faces is not None and len(chosen) >= max_faces:
+            reasons = ["EXCEEDS_MAX_FACES"]
+        if reasons:
+            unindexed.append(
+                {"Reasons": reasons, "FaceDetail": _described_face(face, width, height)}
+            )
+        else:
+            chosen.append(face)
+    model = _face_model(call)
+    to_index = [
+        FaceToIndex(
+            chip=face.chip,
+            descriptor=face.descriptor,
+            box=(
+                face.box[0] / width,
+                face.box[1] / height,
+                face.box[2] / width,
+                face.box[3] / height,
+            ),
+            confidence=float(face.probability),
+        )
+        for face in chosen
+    ]
+    try:
+        image_id, face_ids = await call.service.aws.collections.index(
+            to_index,
+            call.service.face_descriptor_name(),
+            collection=collection,
+            external_image_id=external_image_id,
+            actor=call.actor,
+        )
+    except GalleryError as exc:
+        raise _gallery_error(exc) from None
+    records = []
+    for face, face_id in zip(chosen, face_ids, strict=True):
+        detail = _described_face(face, width, height)
+        entry: dict[str, Any] = {
+            "FaceId": face_id,
+            "BoundingBox": detail["BoundingBox"],
+            "ImageId": image_id,
+            "Confidence": detail["Confidence"],
+            "IndexFacesModelVersion": model,
+        }
+        if external_image_id is not None:
+            entry["ExternalImageId"] = external_image_id
+        records.append({"Face": entry, "FaceDetail": detail})
+    return {"FaceRecords": records, "FaceModelVersion": model, "UnindexedFaces": unindexed}
+
+
+async def list_faces(call: Call, members: Members) -> dict[str, Any]:
+    call.require_admin()
+    collection = members.collection_id()
+    offset = _offset(members)
+    limit = members.integer("MaxResults", DEFAULT_LIST_FACES, low=0, high=4096)
+    wanted = members.strings("FaceIds", pattern=FACE_ID, max_items=4096)
+    assert limit is not None
+    model = _face_model(call)
+    try:
+        records, total = await call.service.aws.collections.faces(
+            offset, limit, collection=collection
+        )
+    except GalleryError as exc:
+        raise _gallery_error(exc) from None
+    if wanted:
+        records = [r for r in records if r.id in set(wanted)]
+    output: dict[str, Any] = {
+        "Faces": [_face(record, model) for record in records],
+        "FaceModelVersion": model,
+    }
+    if offset + limit < total:
+        output["NextToken"] = _token(offset + limit)
+    return output
+
+
+async def delete_faces(call: Call, members: Members) -> dict[str, Any]:
+    call.require_admin()
+    collection = members.collection_id()
+    face_ids = members.strings("FaceIds", max_items=4096, required=True)
+    try:
+        deleted = await call.service.aws.collections.remove(
+            face_ids, collection=collection, actor=call.actor
+        )
+    except GalleryError as exc:
+        raise _gallery_error(exc) from None
+    gone = set(deleted)
+    return {
+        "DeletedFaces": deleted,
+        "UnsuccessfulFaceDeletions": [
+            {"FaceId": face_id, "Reasons": ["FACE_NOT_FOUND"]}
+            for face_id in dict.fromkeys(face_ids)
+            if face_id.lower() not in gone and face_id not in gone
+        ],
+    }
+
+
+async def _search(
+    call: Call, collection: str, descriptor: Any, members: Members, excluding: str | None
+) -> list[dict[str, Any]]:
+    max_faces = members.integer("MaxFaces", 4096, low=1, high=4096)
+    threshold = members.number("FaceMatchThreshold", DEFAULT_SIMILARITY_THRESHOLD)
+    assert max_faces is not None and threshold is not None
+    model = _face_model(call)
+    try:
+        found = await call.service.aws.collections.search_faces(
+            descriptor,
+            call.service.face_descriptor_name(),
+            call.service.match_threshold,
+            collection=collection,
+            max_faces=max_faces,
+            min_similarity=threshold,
+            excluding=excluding,
+        )
+    except GalleryError as exc:
+        raise _gallery_error(exc) from None
+    return [{"Similarity": alike, "Face": _face(record, model)} for record, alike in found]
+
+
+async def search_faces_by_image(call: Call, members: Members) -> dict[str, Any]:
+    collection = members.collection_id()
+    quality = members.string("QualityFilter", "NONE", choices=QUALITY_FILTERS)
+    assert quality is not None
+    image = await call.image(members)
+    try:
+        await call.service.aws.collections.describe(collection)
+    except GalleryError as exc:
+        raise _gallery_error(exc) from None
+    described = await call.service.describe_faces(call.key, image)
+    if not described.faces:
+        raise invalid_parameter("There are no faces in the image. Should be at least 1.")
+    searched = _largest(described.faces)
+    if _quality_reasons(searched, quality):
+        raise invalid_parameter("The largest face in the image does not pass QualityFilter")
+    detail = _described_face(searched, described.width, described.height)
+    return {
+        "SearchedFaceBoundingBox": detail["BoundingBox"],
+        "SearchedFaceConfidence": detail["Confidence"],
+        "FaceMatches": await _search(call, collection, searched.descriptor, members, None),
+        "FaceModelVersion": _face_model(call),
+    }
+
+
+async def search_faces(call: Call, members: Members) -> dict[str, Any]:
+    collection = members.collection_id()
+    face_id = members.string("FaceId", pattern=FACE_ID, max_length=36, required=True)
+    assert face_id is not None
+    try:
+        descriptor = await call.service.aws.collections.descriptor(
+            face_id, call.service.face_descriptor_name(), collection=collection
+        )
+    except FaceNotFoundError:
+        raise invalid_parameter(f"Face {face_id} is not in collection {collection}") from None
+    except GalleryError as exc:
+        raise _gallery_error(exc) from None
+    return {
+        "SearchedFaceId": face_id,
+        "FaceMatches": await _search(call, collection, descriptor, members, face_id),
+        "FaceModelVersion": _face_model(call),
+    }
+
+
+OPERATIONS: dict[str, Operation] = {
+    "DetectLabels": detect_labels,
+    "DetectFaces": detect_faces,
+    "DetectText": detect_text,
+    "DetectModerationLabels": detect_moderation_labels,
+    "RecognizeCelebrities": recognize_celebrities,
+    "CompareFaces": compare_faces,
+    "CreateCollection": create_collection,
+    "DeleteCollection": delete_collection,
+    "ListCollections": list_collections,
+    "DescribeCollection": describe_collection,
+    "IndexFaces": index_faces,
+    "ListFaces": list_faces,
+    "DeleteFaces": delete_faces,
+    "SearchFacesByImage": search_faces_by_image,
+    "SearchFaces": search_faces,
+}
+# Each operation's type, as the access log and the request metrics label it.
+GALLERY = "gallery"
+TYPES: dict[str, str] = {
+    "DetectLabels": "objects",
+    "DetectFaces": "detect_faces",
+    "DetectText": "detect_text",
+    "DetectModerationLabels": "nsfw",
+    "RecognizeCelebrities": "celebrities",
+    "CompareFaces": "celebrities",
+    "CreateCollection": GALLERY,
+    "DeleteCollection": GALLERY,
+    "ListCollections": GALLERY,
+    "DescribeCollection": GALLERY,
+    "IndexFaces": GALLERY,
+    "ListFaces": GALLERY,
+    "DeleteFaces": GALLERY,
+    "SearchFacesByImage": "celebrities",
+    "SearchFaces": "celebrities",
+}
