@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.runtimes.device import choose_device
 from server import __version__
-from server.http import compreface, deepstack, v2
+from server.http import compreface, deepstack, rekognition, v2
 from server.http.cors import install_browser_middleware
 from server.http.observability import ObservabilityMiddleware
 from server.http.ops_routes import router as ops_router
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 # The API dialects: each a sub-package of server/http/ with one router (docs/design.md,
 # "Adding a dialect"). DeepStack's comes last: it answers every other path under /v1/.
-DIALECTS = (v2, compreface, deepstack)
+DIALECTS = (v2, compreface, deepstack, rekognition)  # rekognition: POST / (docs/compat.md)
 RECLAIM_INTERVAL_S = 60.0
 # A reservation older than the request timeout plus this is abandoned whoever holds it.
 RESERVATION_GRACE_S = 300.0

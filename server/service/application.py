@@ -31,6 +31,7 @@ from server.pipeline.analysis import AnalysisPipeline, PipelineResult
 from server.pipeline.batching import Batcher
 from server.service import faces
 from server.service.admission import FormRequest, check_form
+from server.service.aws import AwsSupport
 from server.service.checks import NO_SUCH_RESULT, could_be_stored_result_id
 from server.service.faces import DescribedImage, FaceDescription
 from server.service.form import Upload
@@ -71,6 +72,7 @@ __all__ = [
     "DescribedImage",
     "EnrolledFace",
     "FaceComparison",
+    "FaceDescription",
     "FaceNotFoundError",
     "FaceRecord",
     "FormRequest",
@@ -125,6 +127,8 @@ class ApplicationService:
         self.results = results
         self.gallery = gallery
         self.pipeline = pipeline
+        # AWS-style credentials, S3 images, face-level search (the Rekognition dialect).
+        self.aws = AwsSupport(keys.engine, settings, gallery)
 
     # --- keys -------------------------------------------------------------------------------
 

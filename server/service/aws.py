@@ -29,14 +29,22 @@ class ImageObjectTooLargeError(S3ObjectError):
 
 class AwsSupport:
     def __init__(self, engine: Engine, settings: Settings, gallery: Gallery):
+        self.engine = engine
         self.settings = settings
-        self.credentials = AwsCredentialStore(engine, credentials_cipher(settings))
         self.collections = FaceCollections(gallery)
+        self._credentials: AwsCredentialStore | None = None
         self._s3: Any = None
+
+    @property
+    def credentials(self) -> AwsCredentialStore:
+        # On first use: a server never asked in AWS's terms makes no credentials key file.
+        if self._credentials is None:
+            self._credentials = AwsCredentialStore(self.engine, credentials_cipher(self.settings))
+        return self._credentials
 
     async def signing_key(self, access_key_id: str) -> tuple[KeyRecord, str] | None:
         """The active key and the secret of an access key id; None when unknown."""
-        return await run_in_threadpool(self.credentials.lookup, access_key_id)
+        return await run_in_threadpool(lambda: self.credentials.lookup(access_key_id))
 
     @property
     def reads_s3(self) -> bool:

@@ -1,6 +1,6 @@
-"""Faces in collections, face by face, for the dialects whose collections hold faces rather
-than people (Rekognition's IndexFaces, ListFaces, SearchFaces, SearchFacesByImage), and the
-similarity scale those dialects answer on.
+"""Searching collections face by face, for the dialects whose collections hold faces rather
+than people (Rekognition's SearchFaces, SearchFacesByImage), and the similarity scale those
+dialects answer on.
 
 Similarity (0..100) is calibrated so that 80, the default threshold of AWS's clients
 (``FaceMatchThreshold``, ``SimilarityThreshold``), is exactly the gallery's match threshold:
@@ -12,37 +12,12 @@ the defaults a client then matches exactly whom the gallery matches.
 from __future__ import annotations
 
 import functools
-import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from server.store.face_search import FaceSearch
-from server.store.gallery import (
-    DEFAULT_COLLECTION,
-    Box,
-    CollectionExistsError,
-    CollectionInfo,
-    CollectionNotFoundError,
-    EnrolledFace,
-    FaceNotFoundError,
-    FaceRecord,
-    Gallery,
-    GalleryError,
-)
-
-# The gallery's errors that a dialect answers with codes of its own.
-__all__ = [
-    "CollectionExistsError",
-    "CollectionNotFoundError",
-    "FaceCollections",
-    "FaceNotFoundError",
-    "FaceToIndex",
-    "GalleryError",
-    "similarity",
-]
+from server.store.gallery import FaceRecord, Gallery
 
 # The similarity at the gallery's threshold distance, and how much one threshold costs.
 SIMILARITY_AT_THRESHOLD = 80.0
@@ -53,6 +28,11 @@ def similarity(distance: float, threshold: float) -> float:
     """A descriptor distance on the 0..100 similarity scale (80 at the threshold)."""
     value = 100.0 - _SIMILARITY_PER_THRESHOLD * distance / threshold
     return round(min(max(value, 0.0), 100.0), 4)
+
+
+def descriptor_similarity(first: np.ndarray, second: np.ndarray, threshold: float) -> float:
+    """How alike two face descriptors are, on the similarity scale."""
+    return similarity(float(np.linalg.norm(first - second)), threshold)
 
 
 def distance_below(min_similarity: float, threshold: float) -> float:
@@ -67,62 +47,12 @@ def similarity_from_match_confidence(confidence: float) -> float:
     return round(min(max(100.0 - 0.4 * (100.0 - confidence), 0.0), 100.0), 4)
 
 
-@dataclass(frozen=True)
-class FaceToIndex:
-    """A face found in an image, to be kept in a collection."""
-
-    chip: np.ndarray  # the aligned crop
-    descriptor: np.ndarray
-    box: Box  # ratios of the image
-    confidence: float  # the detector's probability, 0..1
-
-
 class FaceCollections:
-    """Face-level work on the gallery's collections: the ApplicationService holds one."""
+    """Face-level search of the gallery's collections (AwsSupport holds one)."""
 
     def __init__(self, gallery: Gallery):
         self.gallery = gallery
         self.search = FaceSearch(gallery)
-
-    async def index(
-        self,
-        faces: Sequence[FaceToIndex],
-        model: str,
-        *,
-        collection: str,
-        external_image_id: str | None,
-        actor: str,
-    ) -> tuple[str, list[str]]:
-        """Keeps each face in the collection, each as its own gallery face, all from one new
-        image id: (image id, face ids in the order given). A face belongs to the person named
-        by ``external_image_id`` (so that the default collection's celebrities know them by
-        it), else to one named by the image id."""
-        image_id = str(uuid.uuid4())
-        enrolled = [
-            EnrolledFace(
-                source=external_image_id or image_id,
-                aligned=face.chip,
-                descriptor=face.descriptor,
-                image_id=image_id,
-                external_image_id=external_image_id,
-                box=face.box,
-                confidence=face.confidence,
-            )
-            for face in faces
-        ]
-        if not enrolled:
-            return image_id, []
-        done = await run_in_threadpool(
-            functools.partial(
-                self.gallery.enrol,
-                external_image_id or image_id,
-                enrolled,
-                model,
-                actor=actor,
-                collection=collection,
-            )
-        )
-        return image_id, list(done["face_ids"])
 
     async def search_faces(
         self,
@@ -149,28 +79,3 @@ class FaceCollections:
             for face, distance in found
             if face.id != excluding
         ][:max_faces]
-
-    async def descriptor(self, face_id: str, model: str, *, collection: str) -> np.ndarray:
-        return await run_in_threadpool(
-            functools.partial(self.gallery.face_descriptor, face_id, model, collection=collection)
-        )
-
-    async def faces(
-        self, offset: int, limit: int, *, collection: str
-    ) -> tuple[list[FaceRecord], int]:
-        return await run_in_threadpool(
-            functools.partial(self.gallery.face_records, offset, limit, collection=collection)
-        )
-
-    async def remove(
-        self, face_ids: list[str], *, collection: str, actor: str
-    ) -> list[str]:
-        removed = await run_in_threadpool(
-            functools.partial(
-                self.gallery.remove_faces, face_ids, actor=actor, collection=collection
-            )
-        )
-        return [face_id for face_id, _ in removed]
-
-    async def describe(self, collection: str = DEFAULT_COLLECTION) -> CollectionInfo:
-        return await run_in_threadpool(self.gallery.describe_collection, collection)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from fastapi import Request
 
 from server.errors import ApiError, ErrorKind
 from server.http.rekognition import shapes
@@ -33,14 +32,19 @@ from server.http.rekognition.wire import (
     MAX_IMAGE_BYTES,
     Members,
 )
-from server.service.aws import ImageObjectTooLargeError, S3ObjectError
-from server.service.face_collections import (
+from server.service.application import (
+    ApplicationService,
     CollectionExistsError,
     CollectionNotFoundError,
+    EnrolledFace,
+    FaceDescription,
     FaceNotFoundError,
-    FaceToIndex,
     GalleryError,
-    similarity,
+    KeyRecord,
+)
+from server.service.aws import ImageObjectTooLargeError, S3ObjectError
+from server.service.face_collections import (
+    descriptor_similarity,
     similarity_from_match_confidence,
 )
 from server.service.labels import label_hierarchy
@@ -71,10 +75,11 @@ QUALITY_MINIMUMS = {
 
 @dataclass(frozen=True)
 class Call:
-    request: Request
-    service: Any  # the ApplicationService
-    key: Any  # the KeyRecord the credentials belong to
-    region: str  # the region the client signed for (it names itself in ARNs)
+    operation: str
+    service: ApplicationService
+    key: KeyRecord  # the key whose credentials signed the request
+    region: str  # the region the client signed for (named in ARNs)
+    members: Members  # the input
 
     def require_admin(self) -> None:
         if not self.key.is_admin:
@@ -87,8 +92,8 @@ class Call:
     def arn(self, collection: str) -> str:
         return f"aws:rekognition:{self.region}:{ACCOUNT}:collection/{collection}"
 
-    async def image(self, members: Members, name: str = "Image") -> bytes:
-        given = members.image(name)
+    async def image(self, name: str = "Image") -> bytes:
+        given = self.members.image(name)
         if given.data is not None:
             return given.data
         assert given.s3 is not None
@@ -102,7 +107,7 @@ class Call:
             raise AwsError(INVALID_S3_OBJECT, str(exc)) from None
 
 
-Operation = Callable[[Call, Members], Awaitable[dict[str, Any]]]
+Operation = Callable[[Call], Awaitable[dict[str, Any]]]
 
 
 def _size(data: dict[str, Any]) -> tuple[int, int]:
@@ -114,8 +119,9 @@ def _model_version(data: dict[str, Any]) -> str:
     return f"{model.get('name', '')} {model.get('version', '')}".strip()
 
 
-async def detect_labels(call: Call, members: Members) -> dict[str, Any]:
-    image = await call.image(members)
+async def detect_labels(call: Call) -> dict[str, Any]:
+    members = call.members
+    image = await call.image()
     min_confidence = members.number("MinConfidence", DEFAULT_LABEL_MIN_CONFIDENCE)
     max_labels = members.integer("MaxLabels", None, low=0)
     members.strings("Features", choices=("GENERAL_LABELS", "IMAGE_PROPERTIES"))
@@ -139,16 +145,18 @@ async def detect_labels(call: Call, members: Members) -> dict[str, Any]:
     }
 
 
-async def detect_faces(call: Call, members: Members) -> dict[str, Any]:
-    image = await call.image(members)
+async def detect_faces(call: Call) -> dict[str, Any]:
+    members = call.members
+    image = await call.image()
     members.strings("Attributes", choices=FACE_ATTRIBUTES)  # none adds what we cannot compute
     data = await call.service.analyze(call.key, "detect_faces", {}, image)
     width, height = _size(data)
     return {"FaceDetails": [shapes.face_detail(f, width, height) for f in data["objects"]]}
 
 
-async def detect_text(call: Call, members: Members) -> dict[str, Any]:
-    image = await call.image(members)
+async def detect_text(call: Call) -> dict[str, Any]:
+    members = call.members
+    image = await call.image()
     filters = members.document.get("Filters") or {}
     if not isinstance(filters, dict):
         raise invalid_parameter("Filters must be an object")
@@ -173,8 +181,9 @@ async def detect_text(call: Call, members: Members) -> dict[str, Any]:
     return {"TextDetections": kept, "TextModelVersion": _model_version(data)}
 
 
-async def detect_moderation_labels(call: Call, members: Members) -> dict[str, Any]:
-    image = await call.image(members)
+async def detect_moderation_labels(call: Call) -> dict[str, Any]:
+    members = call.members
+    image = await call.image()
     min_confidence = members.number("MinConfidence", DEFAULT_MODERATION_MIN_CONFIDENCE)
     assert min_confidence is not None
     data = await call.service.analyze(call.key, "nsfw", {"nsfw_min_confidence": 0}, image)
@@ -189,8 +198,8 @@ def celebrity_id(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
 
 
-async def recognize_celebrities(call: Call, members: Members) -> dict[str, Any]:
-    image = await call.image(members)
+async def recognize_celebrities(call: Call) -> dict[str, Any]:
+    image = await call.image()
     data = await call.service.analyze(call.key, "celebrities", {}, image)
     width, height = _size(data)
     celebrities = []
@@ -214,44 +223,33 @@ async def recognize_celebrities(call: Call, members: Members) -> dict[str, Any]:
     }
 
 
-def _described_face(face: Any, width: int, height: int) -> dict[str, Any]:
+def _described_face(face: FaceDescription, width: int, height: int) -> dict[str, Any]:
     """A face of the service's describe_faces as a ComparedFace / FaceDetail."""
-    left, top, box_width, box_height = face.box
-    return shapes.face_detail(
-        {
-            "box": {"left": left, "top": top, "width": box_width, "height": box_height},
-            "landmarks": face.landmarks,
-            "confidence": round(100.0 * float(face.probability), 4),
-        },
-        width,
-        height,
-    )
+    return shapes.face_detail(face.shape(), width, height)
 
 
-def _largest(faces: list[Any]) -> Any:
-    return max(faces, key=lambda face: face.box[2] * face.box[3])
+def _area(face: FaceDescription) -> int:
+    return int(face.box["width"]) * int(face.box["height"])
 
 
-def _distance(first: Any, second: Any) -> float:
-    return float(sum((a - b) ** 2 for a, b in zip(first, second, strict=True)) ** 0.5)
-
-
-async def compare_faces(call: Call, members: Members) -> dict[str, Any]:
-    source_image = await call.image(members, "SourceImage")
-    target_image = await call.image(members, "TargetImage")
+async def compare_faces(call: Call) -> dict[str, Any]:
+    members = call.members
     threshold = members.number("SimilarityThreshold", DEFAULT_SIMILARITY_THRESHOLD)
-    members.string("QualityFilter", choices=QUALITY_FILTERS)
-    assert threshold is not None
-    # One unit for the pair, as DeepStack's face/match.
-    source = await call.service.describe_faces(call.key, source_image)
-    target = await call.service.describe_faces(call.key, target_image, charge=False)
+    quality = members.string("QualityFilter", "NONE", choices=QUALITY_FILTERS)
+    assert threshold is not None and quality is not None
+    source_image = await call.image("SourceImage")
+    target_image = await call.image("TargetImage")
+    # One unit for the pair.
+    source, target = await call.service.describe_face_pair(call.key, source_image, target_image)
     if not source.faces:
         raise invalid_parameter("There are no faces in the source image")
-    searched = _largest(source.faces)
+    searched = max(source.faces, key=_area)  # AWS compares the largest face of the source
     matches, unmatched = [], []
-    for face in sorted(target.faces, key=lambda f: f.probability, reverse=True):
-        alike = similarity(
-            _distance(searched.descriptor, face.descriptor), call.service.match_threshold
+    for face in target.faces:  # most probable first
+        if _quality_reasons(face, quality):
+            continue
+        alike = descriptor_similarity(
+            searched.descriptor, face.descriptor, call.service.match_threshold
         )
         compared = _described_face(face, target.width, target.height)
         if alike >= threshold:
@@ -282,10 +280,11 @@ def _gallery_error(exc: GalleryError) -> AwsError:
 
 
 def _face_model(call: Call) -> str:
-    return call.service.face_model_version()
+    return call.service.face_model_name()
 
 
-async def create_collection(call: Call, members: Members) -> dict[str, Any]:
+async def create_collection(call: Call) -> dict[str, Any]:
+    members = call.members
     call.require_admin()
     name = members.collection_id()
     try:
@@ -299,7 +298,8 @@ async def create_collection(call: Call, members: Members) -> dict[str, Any]:
     }
 
 
-async def delete_collection(call: Call, members: Members) -> dict[str, Any]:
+async def delete_collection(call: Call) -> dict[str, Any]:
+    members = call.members
     call.require_admin()
     name = members.collection_id()
     try:
@@ -326,7 +326,8 @@ def _offset(members: Members) -> int:
         raise AwsError(INVALID_PAGINATION_TOKEN, "Invalid pagination token") from None
 
 
-async def list_collections(call: Call, members: Members) -> dict[str, Any]:
+async def list_collections(call: Call) -> dict[str, Any]:
+    members = call.members
     call.require_admin()
     offset = _offset(members)
     limit = members.integer("MaxResults", DEFAULT_LIST_COLLECTIONS, low=0, high=4096)
@@ -346,13 +347,11 @@ def _creation_timestamp(created: datetime) -> float:
     return created.timestamp() if created.tzinfo else created.replace(tzinfo=None).timestamp()
 
 
-async def describe_collection(call: Call, members: Members) -> dict[str, Any]:
+async def describe_collection(call: Call) -> dict[str, Any]:
+    members = call.members
     call.require_admin()
     name = members.collection_id()
-    try:
-        info = await call.service.aws.collections.describe(name)
-    except GalleryError as exc:
-        raise _gallery_error(exc) from None
+    info = await _collection_info(call, name)
     return {
         "FaceCount": info.faces,
         "FaceModelVersion": _face_model(call),
@@ -377,18 +376,19 @@ def _face(record: Any, model: str) -> dict[str, Any]:
     return face
 
 
-def _quality_reasons(face: Any, quality: str) -> list[str]:
+def _quality_reasons(face: FaceDescription, quality: str) -> list[str]:
     min_probability, min_side = QUALITY_MINIMUMS[quality]
     reasons = []
-    if float(face.probability) < min_probability:
+    if face.probability < min_probability:
         reasons.append("LOW_CONFIDENCE")
-    if min(face.box[2], face.box[3]) < min_side:
+    if min(face.box["width"], face.box["height"]) < min_side:
         reasons.append("SMALL_BOUNDING_BOX")
     return reasons
 
 
-async def index_faces(call: Call, members: Members) -> dict[str, Any]:
+async def index_faces(call: Call) -> dict[str, Any]:
     call.require_admin()
+    members = call.members
     collection = members.collection_id()
     external_image_id = members.string(
         "ExternalImageId", pattern=EXTERNAL_IMAGE_ID, max_length=255
@@ -397,16 +397,12 @@ async def index_faces(call: Call, members: Members) -> dict[str, Any]:
     max_faces = members.integer("MaxFaces", None, low=1, high=100)
     quality = members.string("QualityFilter", "AUTO", choices=QUALITY_FILTERS)
     assert quality is not None
-    image = await call.image(members)
-    try:
-        await call.service.aws.collections.describe(collection)  # ResourceNotFound first
-    except GalleryError as exc:
-        raise _gallery_error(exc) from None
+    image = await call.image()
+    await _collection_info(call, collection)  # ResourceNotFoundException before the work
     described = await call.service.describe_faces(call.key, image)
     width, height = described.width, described.height
-    faces = sorted(described.faces, key=lambda f: f.box[2] * f.box[3], reverse=True)
     chosen, unindexed = [], []
-    for face in faces:
+    for face in sorted(described.faces, key=_area, reverse=True):  # the largest first
         reasons = _quality_reasons(face, quality)
         if not reasons and max_faces is not None and len(chosen) >= max_faces:
             reasons = ["EXCEEDS_MAX_FACES"]
@@ -417,33 +413,34 @@ async def index_faces(call: Call, members: Members) -> dict[str, Any]:
         else:
             chosen.append(face)
     model = _face_model(call)
-    to_index = [
-        FaceToIndex(
-            chip=face.chip,
-            descriptor=face.descriptor,
-            box=(
-                face.box[0] / width,
-                face.box[1] / height,
-                face.box[2] / width,
-                face.box[3] / height,
-            ),
-            confidence=float(face.probability),
-        )
-        for face in chosen
-    ]
-    try:
-        image_id, face_ids = await call.service.aws.collections.index(
-            to_index,
-            call.service.face_descriptor_name(),
-            collection=collection,
-            external_image_id=external_image_id,
-            actor=call.actor,
-        )
-    except GalleryError as exc:
-        raise _gallery_error(exc) from None
+    image_id = str(uuid.uuid4())
+    # Each face joins the person named by ExternalImageId (the default collection's
+    # celebrities then know them by it), else one named by the image id.
+    person = external_image_id or image_id
+    details = [_described_face(face, width, height) for face in chosen]
+    face_ids: list[str] = []
+    if chosen:
+        enrolled = [
+            EnrolledFace(
+                source=person,
+                aligned=face.aligned,
+                descriptor=face.descriptor,
+                image_id=image_id,
+                external_image_id=external_image_id,
+                box=_ratios(detail["BoundingBox"]),
+                confidence=face.probability,
+            )
+            for face, detail in zip(chosen, details, strict=True)
+        ]
+        try:
+            added = await call.service.add_faces(
+                person, enrolled, actor=call.actor, collection=collection
+            )
+        except GalleryError as exc:
+            raise _gallery_error(exc) from None
+        face_ids = list(added["face_ids"])
     records = []
-    for face, face_id in zip(chosen, face_ids, strict=True):
-        detail = _described_face(face, width, height)
+    for detail, face_id in zip(details, face_ids, strict=True):
         entry: dict[str, Any] = {
             "FaceId": face_id,
             "BoundingBox": detail["BoundingBox"],
@@ -457,7 +454,19 @@ async def index_faces(call: Call, members: Members) -> dict[str, Any]:
     return {"FaceRecords": records, "FaceModelVersion": model, "UnindexedFaces": unindexed}
 
 
-async def list_faces(call: Call, members: Members) -> dict[str, Any]:
+def _ratios(box: dict[str, float]) -> tuple[float, float, float, float]:
+    return box["Left"], box["Top"], box["Width"], box["Height"]
+
+
+async def _collection_info(call: Call, collection: str) -> Any:
+    try:
+        return await call.service.describe_collection(collection)
+    except GalleryError as exc:
+        raise _gallery_error(exc) from None
+
+
+async def list_faces(call: Call) -> dict[str, Any]:
+    members = call.members
     call.require_admin()
     collection = members.collection_id()
     offset = _offset(members)
@@ -466,9 +475,7 @@ async def list_faces(call: Call, members: Members) -> dict[str, Any]:
     assert limit is not None
     model = _face_model(call)
     try:
-        records, total = await call.service.aws.collections.faces(
-            offset, limit, collection=collection
-        )
+        records, total = await call.service.face_records(offset, limit, collection=collection)
     except GalleryError as exc:
         raise _gallery_error(exc) from None
     if wanted:
@@ -482,16 +489,18 @@ async def list_faces(call: Call, members: Members) -> dict[str, Any]:
     return output
 
 
-async def delete_faces(call: Call, members: Members) -> dict[str, Any]:
+async def delete_faces(call: Call) -> dict[str, Any]:
+    members = call.members
     call.require_admin()
     collection = members.collection_id()
     face_ids = members.strings("FaceIds", max_items=4096, required=True)
     try:
-        deleted = await call.service.aws.collections.remove(
-            face_ids, collection=collection, actor=call.actor
+        removed = await call.service.remove_faces(
+            face_ids, actor=call.actor, collection=collection
         )
     except GalleryError as exc:
         raise _gallery_error(exc) from None
+    deleted = [face_id for face_id, _ in removed]
     gone = set(deleted)
     return {
         "DeletedFaces": deleted,
@@ -513,7 +522,7 @@ async def _search(
     try:
         found = await call.service.aws.collections.search_faces(
             descriptor,
-            call.service.face_descriptor_name(),
+            call.service.face_model_name(),
             call.service.match_threshold,
             collection=collection,
             max_faces=max_faces,
@@ -525,19 +534,17 @@ async def _search(
     return [{"Similarity": alike, "Face": _face(record, model)} for record, alike in found]
 
 
-async def search_faces_by_image(call: Call, members: Members) -> dict[str, Any]:
+async def search_faces_by_image(call: Call) -> dict[str, Any]:
+    members = call.members
     collection = members.collection_id()
     quality = members.string("QualityFilter", "NONE", choices=QUALITY_FILTERS)
     assert quality is not None
-    image = await call.image(members)
-    try:
-        await call.service.aws.collections.describe(collection)
-    except GalleryError as exc:
-        raise _gallery_error(exc) from None
+    image = await call.image()
+    await _collection_info(call, collection)
     described = await call.service.describe_faces(call.key, image)
     if not described.faces:
         raise invalid_parameter("There are no faces in the image. Should be at least 1.")
-    searched = _largest(described.faces)
+    searched = max(described.faces, key=_area)  # AWS searches with the largest face
     if _quality_reasons(searched, quality):
         raise invalid_parameter("The largest face in the image does not pass QualityFilter")
     detail = _described_face(searched, described.width, described.height)
@@ -549,14 +556,13 @@ async def search_faces_by_image(call: Call, members: Members) -> dict[str, Any]:
     }
 
 
-async def search_faces(call: Call, members: Members) -> dict[str, Any]:
+async def search_faces(call: Call) -> dict[str, Any]:
+    members = call.members
     collection = members.collection_id()
     face_id = members.string("FaceId", pattern=FACE_ID, max_length=36, required=True)
     assert face_id is not None
     try:
-        descriptor = await call.service.aws.collections.descriptor(
-            face_id, call.service.face_descriptor_name(), collection=collection
-        )
+        descriptor = await call.service.face_descriptor(face_id, collection=collection)
     except FaceNotFoundError:
         raise invalid_parameter(f"Face {face_id} is not in collection {collection}") from None
     except GalleryError as exc:
