@@ -296,6 +296,15 @@ def test_detections_answer_what_v2_answers(served, astronaut, coffee) -> None:
     none = client.detect_moderation_labels(Image={"Bytes": astronaut_jpeg})
     assert none["ModerationLabels"] == []
 
+    # Counted in the request metrics like every dialect's requests, by type.
+    scraped = requests.get(served[0].url + "/metrics", timeout=10).text
+    counted = [
+        line for line in scraped.splitlines()
+        if line.startswith("imagerecognize_requests_total") and 'type="nsfw"' in line
+    ]
+    assert counted and all('status="200"' in line for line in counted), counted
+    assert float(counted[0].split()[-1]) == 2
+
 
 @pytest.mark.slow
 def test_the_same_faces_and_boxes_as_v2(served, astronaut) -> None:

@@ -26,6 +26,7 @@ API_PREFIX = "/api/v2"
 GALLERY_PREFIX = "/api/v2/gallery"
 # The other APIs' paths, counted in the metrics as /api/v2/'s are (docs/compat.md).
 DEEPSTACK_PREFIX = "/v1/"
+AWS_JSON_PATH = "/"  # Amazon Rekognition's requests: POST / (server/http/rekognition/)
 GALLERY_TYPE = "gallery"
 # Probes and scrapes: never refused while draining, not counted as work in flight, and
 # logged at DEBUG when they succeed (a probe every few seconds would drown the log).
@@ -104,7 +105,8 @@ class ObservabilityMiddleware:
     def _record(record: RequestRecord, seconds: float, probe: bool) -> None:
         status = record.status if record.status is not None else 500
         record.status = status
-        if record.path.startswith((API_PREFIX, DEEPSTACK_PREFIX)):
+        aws = record.path == AWS_JSON_PATH and record.method == "POST"
+        if aws or record.path.startswith((API_PREFIX, DEEPSTACK_PREFIX)):
             label = type_label(record)
             metrics.REQUESTS.labels(label, str(status)).inc()
             metrics.REQUEST_DURATION.labels(label).observe(seconds)
