@@ -75,3 +75,24 @@ def test_gallery_add_checks_files_before_loading_models(tmp_path: Path) -> None:
     result = run(tmp_path, "gallery", "add", "Nobody", str(tmp_path / "missing.jpg"), timeout=20)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: no such file: {tmp_path / 'missing.jpg'}"
+
+
+def test_keys_get_aws_credentials(tmp_path: Path) -> None:
+    created = run(tmp_path, "keys", "create", "--name", "cloud", "--aws")
+    assert created.returncode == 0, created.stderr
+    key, access, secret = created.stdout.splitlines()
+    assert key.startswith("ir_")
+    assert access.startswith("aws_access_key_id = IRAK")
+    assert secret.startswith("aws_secret_access_key = ")
+    more = run(tmp_path, "keys", "aws", "cloud")
+    assert more.returncode == 0 and len(more.stdout.splitlines()) == 2
+    ids = run(tmp_path, "keys", "aws", "cloud", "--list").stdout.split()
+    assert ids[0] == access.split(" = ")[1] and len(ids) == 2
+    assert run(tmp_path, "keys", "aws", "cloud", "--revoke", ids[0]).returncode == 0
+    assert run(tmp_path, "keys", "aws", "cloud", "--list").stdout.split() == ids[1:]
+    assert run(tmp_path, "keys", "aws", "nobody").returncode == 1
+    # The secret is in no file of the data folder, the database included.
+    secret_value = secret.split(" = ")[1].encode()
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret_value not in path.read_bytes(), path

@@ -22,6 +22,20 @@ def _keys(settings: Settings):
     return KeyStore(engine)
 
 
+def _aws_credentials(settings: Settings):
+    from server.store.aws_credentials import AwsCredentialStore, credentials_cipher
+    from server.store.db import open_database
+
+    engine = open_database(settings.resolved_database_url)
+    return AwsCredentialStore(engine, credentials_cipher(settings))
+
+
+def _print_aws(issued) -> None:
+    # As ~/.aws/credentials writes them; the secret is shown this once, never stored in clear.
+    print(f"aws_access_key_id = {issued.access_key_id}")
+    print(f"aws_secret_access_key = {issued.secret_access_key}")
+
+
 def _quota_arg(value: str) -> int | None:
     if value.lower() in ("none", "unlimited"):
         return None
@@ -41,10 +55,34 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         key = _keys(settings).create(args.name, args.quota, is_admin=args.admin)
+        issued = _aws_credentials(settings).issue(args.name) if args.aws else None
     except KeyManagementError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(key)
+    if issued is not None:
+        _print_aws(issued)
+    return 0
+
+
+def cmd_keys_aws(args: argparse.Namespace, settings: Settings) -> int:
+    """AWS-style credentials of an existing key: new ones (printed once), its list, or one
+    revoked."""
+    from server.store.keys import KeyManagementError
+
+    store = _aws_credentials(settings)
+    try:
+        if args.list:
+            for access_key_id in store.access_key_ids(args.name):
+                print(access_key_id)
+        elif args.revoke:
+            store.revoke(args.revoke)
+            print(f"revoked {args.revoke}")
+        else:
+            _print_aws(store.issue(args.name))
+    except KeyManagementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -120,7 +158,23 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--quota", type=_quota_arg, default=None, help="analyses allowed (default: unlimited)"
     )
     create.add_argument("--admin", action="store_true", help="may manage the gallery")
+    create.add_argument(
+        "--aws",
+        action="store_true",
+        help="also print AWS-style credentials (access key id, secret access key) for the "
+        "Rekognition API (docs/compat.md)",
+    )
     create.set_defaults(func=cmd_keys_create)
+    aws = keys.add_parser(
+        "aws",
+        help="give a key AWS-style credentials for the Rekognition API and print them (the "
+        "secret is shown only once); --list its access key ids, --revoke one",
+    )
+    aws.add_argument("name", help="the key's name")
+    which = aws.add_mutually_exclusive_group()
+    which.add_argument("--list", action="store_true", help="list the key's access key ids")
+    which.add_argument("--revoke", metavar="ACCESS_KEY_ID", help="delete these credentials")
+    aws.set_defaults(func=cmd_keys_aws)
     keys.add_parser("list", help="list keys").set_defaults(func=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="revoke a key by its name or value")
     revoke.add_argument("key_or_name")
