@@ -92,11 +92,13 @@ def labels(
         known = found.get(name)
         if known is None or known["Confidence"] < label["Confidence"]:
             found[name] = label
+    implied: set[str] = set()
     for label in list(found.values()):
         for parent in label["Parents"]:
             name = parent["Name"]
             known = found.get(name)
             if known is None:
+                implied.add(name)
                 found[name] = {
                     "Name": name,
                     "Confidence": label["Confidence"],
@@ -107,7 +109,11 @@ def labels(
                 }
             elif known["Confidence"] < label["Confidence"] and not known["Instances"]:
                 known["Confidence"] = label["Confidence"]
-    ordered = sorted(found.values(), key=lambda label: (-label["Confidence"], label["Name"]))
+    # Most confident first; at equal confidence a label found before the parents it implies.
+    ordered = sorted(
+        found.values(),
+        key=lambda label: (-label["Confidence"], label["Name"] in implied, label["Name"]),
+    )
     return ordered if max_labels is None else ordered[:max_labels]
 
 
