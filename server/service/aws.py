@@ -5,6 +5,7 @@ from an S3-compatible store the operator configured, and the collections' faces.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -34,6 +35,7 @@ class AwsSupport:
         self.collections = FaceCollections(gallery)
         self._credentials: AwsCredentialStore | None = None
         self._s3: Any = None
+        self._s3_lock = threading.Lock()  # boto3's default session makes clients one at a time
 
     @property
     def credentials(self) -> AwsCredentialStore:
@@ -51,8 +53,18 @@ class AwsSupport:
         return self.settings.s3_endpoint_url is not None
 
     def _client(self) -> Any:
+        with self._s3_lock:
+            return self._made_client()
+
+    def _made_client(self) -> Any:
         if self._s3 is None:
-            import boto3  # the `s3` extra: only a server configured to read S3 needs it
+            try:
+                import boto3  # the `s3` extra: only a server configured to read S3 needs it
+            except ImportError:
+                log.error("IMAGERECOGNIZE_S3_ENDPOINT_URL is set but boto3 is not installed")
+                raise S3ObjectError(
+                    "This server is configured to read S3 images but lacks boto3 (the s3 extra)"
+                ) from None
             from botocore.config import Config
 
             secret = self.settings.s3_secret_access_key
