@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import re
 import threading
@@ -307,23 +308,55 @@ def test_detections_answer_what_v2_answers(served, astronaut, coffee) -> None:
 
 
 @pytest.mark.slow
-def test_the_same_faces_and_boxes_as_v2(served, astronaut) -> None:
+def test_the_same_faces_boxes_and_words_as_v2(served, astronaut, coffee) -> None:
     server, _, keys, client = served
-    data = jpeg_bytes(astronaut)
     v2key = keys.create("v2-compare")
-    answer = requests.post(
-        server.url + "/api/v2/",
-        data={"apikey": v2key, "type": "detect_faces"},
-        files={"file": data},
-        timeout=120,
-    ).json()["data"]
-    (ours,) = answer["objects"]
-    (face,) = client.detect_faces(Image={"Bytes": data})["FaceDetails"]
+
+    def v2(type_: str, data: bytes, **fields: str) -> dict:
+        answer = requests.post(
+            server.url + "/api/v2/",
+            data={"apikey": v2key, "type": type_, **fields},
+            files={"file": data},
+            timeout=120,
+        )
+        return answer.json()["data"]
+
+    def pixels(box: dict, width: int, height: int) -> tuple[float, ...]:
+        return (
+            box["Left"] * width, box["Top"] * height, box["Width"] * width, box["Height"] * height
+        )
+
+    def v2_box(box: dict) -> tuple[float, ...]:
+        return (box["left"], box["top"], box["width"], box["height"])
+
+    data = jpeg_bytes(astronaut)
     width, height = astronaut.size
-    assert face["BoundingBox"]["Left"] * width == pytest.approx(ours["box"]["left"], abs=0.01)
-    assert face["BoundingBox"]["Width"] * width == pytest.approx(ours["box"]["width"], abs=0.01)
-    assert face["BoundingBox"]["Top"] * height == pytest.approx(ours["box"]["top"], abs=0.01)
+    (ours,) = v2("detect_faces", data)["objects"]
+    (face,) = client.detect_faces(Image={"Bytes": data})["FaceDetails"]
+    assert pixels(face["BoundingBox"], width, height) == pytest.approx(v2_box(ours["box"]))
     assert face["Confidence"] == pytest.approx(ours["confidence"])
+
+    data = jpeg_bytes(coffee)
+    width, height = coffee.size
+    objects = v2("objects", data, max_labels="10", min_confidence="55")["objects"]
+    answered = client.detect_labels(Image={"Bytes": data})["Labels"]
+    labels = {label["Name"]: label for label in answered}
+    for obj in objects:
+        label = labels[obj["name"].title()]
+        assert label["Confidence"] == pytest.approx(obj["confidence"])
+        assert [pixels(i["BoundingBox"], width, height) for i in label["Instances"]] == [
+            pytest.approx(v2_box(i["box"])) for i in obj["instances"]
+        ]
+
+    page = render_pages()[1]
+    width, height = Image.open(io.BytesIO(page.image)).size
+    lines = v2("detect_text", page.image)["objects"]
+    found = client.detect_text(Image={"Bytes": page.image})["TextDetections"]
+    ours_lines = [d for d in found if d["Type"] == "LINE"]
+    assert [d["DetectedText"] for d in ours_lines] == [line["text"] for line in lines]
+    for detection, line in zip(ours_lines, lines, strict=True):
+        box = detection["Geometry"]["BoundingBox"]
+        assert pixels(box, width, height) == pytest.approx(v2_box(line["box"]))
 
 
 @pytest.mark.slow

@@ -172,7 +172,11 @@ def text_detections(
                 "Type": "LINE",
                 "Id": line_id,
                 "Confidence": confidence,
-                "Geometry": _geometry([tuple(p) for p in polygon], width, height),
+                "Geometry": {
+                    # The same box /api/v2/ gives the line, and the detector's polygon.
+                    "BoundingBox": bounding_box(line["box"], width, height),
+                    "Polygon": [point(x, y, width, height) for x, y in polygon],
+                },
             }
         )
         length = max(len(text), 1)
