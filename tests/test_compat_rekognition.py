@@ -40,7 +40,7 @@ from server.service.face_collections import similarity, similarity_from_match_co
 from server.settings import Settings
 from server.store.aws_credentials import AwsCredentialStore, credentials_cipher
 from server.store.keys import KeyStore
-from tests.conftest import encode, free_port, key_store, make_settings
+from tests.conftest import LiveServer, encode, free_port, key_store, make_settings
 
 FACE_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
@@ -551,3 +551,24 @@ def test_json_body_limits(quiet) -> None:
     assert answer.json()["__type"] == "InvalidImageFormatException"
     assert answer.headers["content-type"] == "application/x-amz-json-1.1"
     assert answer.headers["x-amzn-RequestId"] == answer.headers["x-request-id"]
+
+
+@pytest.mark.slow
+def test_imagerecognize_serve_with_only_the_sdk_environment(
+    tmp_path: Path, astronaut: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`imagerecognize serve`, and a client configured by the environment alone (no code
+    names the endpoint), as a Rekognition user moving here would."""
+    settings = make_settings(tmp_path / "data")
+    issued = credentials_for(settings, key_store(settings), "moved", quota=10)
+    server = LiveServer(settings.data_dir)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_REKOGNITION", f"http://127.0.0.1:{server.port}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", issued.access_key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", issued.secret_access_key)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-southeast-2")  # boto3 reads this one
+        client = boto3.client("rekognition")
+        faces = client.detect_faces(Image={"Bytes": jpeg_bytes(astronaut)})["FaceDetails"]
+        assert len(faces) == 1 and faces[0]["Confidence"] > 99
+    finally:
+        server.stop()
