@@ -159,6 +159,9 @@ def test_errors_in_aws_shape_and_collections_need_an_admin(quiet) -> None:
     # An image over 5 MiB: ImageTooLargeException, read (about 7 MB of JSON) and refused.
     with pytest.raises(user.exceptions.ImageTooLargeException):
         user.detect_labels(Image={"Bytes": b"\xff" * (5 * 1024 * 1024 + 1)})
+    # Exactly 5 MiB is within the limit: read whole, then refused for what it is.
+    with pytest.raises(user.exceptions.InvalidImageFormatException):
+        user.detect_faces(Image={"Bytes": b"\xff" * (5 * 1024 * 1024)})
     with pytest.raises(user.exceptions.InvalidParameterException):
         user.detect_labels(Image={"Bytes": b"x"}, MinConfidence=101)
     # S3 images: refused, since no S3-compatible store is configured.
@@ -392,6 +395,8 @@ def test_collection_round_trip(served, astronaut, grace_hopper) -> None:
         CollectionId="crew", PaginationConfig={"PageSize": 1}
     ))
     assert [f["FaceId"] for p in pages for f in p["Faces"]] == [face_id, second]
+    only = client.list_faces(CollectionId="crew", FaceIds=[second.upper()], MaxResults=0)
+    assert [f["FaceId"] for f in only["Faces"]] == [second] and "NextToken" not in only
 
     # Her mirror image matches her with AWS's default threshold, and not Grace Hopper.
     found = client.search_faces_by_image(CollectionId="crew", Image={"Bytes": mirror})

@@ -330,7 +330,8 @@ async def list_collections(call: Call) -> dict[str, Any]:
     members = call.members
     call.require_admin()
     offset = _offset(members)
-    limit = members.integer("MaxResults", DEFAULT_LIST_COLLECTIONS, low=0, high=4096)
+    # 0 is in AWS's range but would page forever: the default then.
+    limit = members.integer("MaxResults", 0, low=0, high=4096) or DEFAULT_LIST_COLLECTIONS
     assert limit is not None
     names = [info.name for info in await call.service.collections()]
     page = names[offset : offset + limit]
@@ -470,16 +471,22 @@ async def list_faces(call: Call) -> dict[str, Any]:
     call.require_admin()
     collection = members.collection_id()
     offset = _offset(members)
-    limit = members.integer("MaxResults", DEFAULT_LIST_FACES, low=0, high=4096)
+    limit = members.integer("MaxResults", 0, low=0, high=4096) or DEFAULT_LIST_FACES
     wanted = members.strings("FaceIds", pattern=FACE_ID, max_items=4096)
     assert limit is not None
     model = _face_model(call)
     try:
-        records, total = await call.service.face_records(offset, limit, collection=collection)
+        if wanted:  # those faces of the collection, paged among themselves
+            every, _ = await call.service.face_records(0, None, collection=collection)
+            ids = {face_id.lower() for face_id in wanted}
+            chosen = [record for record in every if record.id in ids]
+            records, total = chosen[offset : offset + limit], len(chosen)
+        else:
+            records, total = await call.service.face_records(
+                offset, limit, collection=collection
+            )
     except GalleryError as exc:
         raise _gallery_error(exc) from None
-    if wanted:
-        records = [r for r in records if r.id in set(wanted)]
     output: dict[str, Any] = {
         "Faces": [_face(record, model) for record in records],
         "FaceModelVersion": model,

@@ -31,7 +31,12 @@ MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_BODY_BYTES = 2 * (4 * math.ceil(MAX_IMAGE_BYTES / 3)) + 256 * 1024
 COLLECTION_ID = re.compile(r"^[a-zA-Z0-9_.\-]{1,255}$")
 EXTERNAL_IMAGE_ID = re.compile(r"^[a-zA-Z0-9_.\-:]{1,255}$")
-FACE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# A face id: a UUID, or the number of a face enrolled before face ids were UUIDs (the
+# default collection may hold such faces); AWS's model has only UUIDs.
+FACE_ID = re.compile(
+    r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[0-9]{1,20})$"
+)
 
 
 def operation_of(request: Request) -> str | None:
