@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from server.catalog import DETECT_FACES, DETECT_TEXT, FACES_TYPE, MAX_INT, NSFW, OBJECTS
 from server.errors import ApiError, ErrorKind
+from server.http.observability import GALLERY_TYPE as GALLERY
 from server.http.rekognition import shapes
 from server.http.rekognition.errors import (
     IMAGE_TOO_LARGE,
@@ -48,6 +50,7 @@ from server.service.face_collections import (
     similarity_from_match_confidence,
 )
 from server.service.labels import label_hierarchy
+from server.telemetry.requests import note_answer
 
 # Rekognition's defaults.
 DEFAULT_LABEL_MIN_CONFIDENCE = 55.0
@@ -55,7 +58,6 @@ DEFAULT_MODERATION_MIN_CONFIDENCE = 50.0
 DEFAULT_SIMILARITY_THRESHOLD = 80.0
 DEFAULT_LIST_FACES = 1000
 DEFAULT_LIST_COLLECTIONS = 1000
-MAX_LABELS_ALL = 2_147_483_647  # the objects type's max_labels maximum: every label
 ACCOUNT = "000000000000"  # ARNs name an account; this server has none
 FACE_ATTRIBUTES = (
     "DEFAULT", "ALL", "AGE_RANGE", "BEARD", "EMOTIONS", "EYE_DIRECTION", "EYEGLASSES",
@@ -92,6 +94,12 @@ class Call:
     def arn(self, collection: str) -> str:
         return f"aws:rekognition:{self.region}:{ACCOUNT}:collection/{collection}"
 
+    async def analyze(self, type_: str, params: dict[str, Any], image: bytes) -> dict[str, Any]:
+        """One analysis (one unit of quota): /api/v2/'s ``data`` of ``type_``."""
+        data = await self.service.analyze(self.key, type_, params, image)
+        note_answer(data)  # the model, and whether stored or computed: for the access log
+        return data
+
     async def image(self, name: str = "Image") -> bytes:
         given = self.members.image(name)
         if given.data is not None:
@@ -126,8 +134,8 @@ async def detect_labels(call: Call) -> dict[str, Any]:
     max_labels = members.integer("MaxLabels", None, low=0)
     members.strings("Features", choices=("GENERAL_LABELS", "IMAGE_PROPERTIES"))
     assert min_confidence is not None
-    params = {"max_labels": MAX_LABELS_ALL, "min_confidence": math.floor(min_confidence)}
-    data = await call.service.analyze(call.key, "objects", params, image)
+    params = {"max_labels": MAX_INT, "min_confidence": math.floor(min_confidence)}
+    data = await call.analyze(OBJECTS.name, params, image)
     width, height = _size(data)
     hierarchy = label_hierarchy()
     kept = [o for o in data["objects"] if float(o["confidence"]) >= min_confidence]
@@ -149,7 +157,7 @@ async def detect_faces(call: Call) -> dict[str, Any]:
     members = call.members
     image = await call.image()
     members.strings("Attributes", choices=FACE_ATTRIBUTES)  # none adds what we cannot compute
-    data = await call.service.analyze(call.key, "detect_faces", {}, image)
+    data = await call.analyze(DETECT_FACES.name, {}, image)
     width, height = _size(data)
     return {"FaceDetails": [shapes.face_detail(f, width, height) for f in data["objects"]]}
 
@@ -164,7 +172,7 @@ async def detect_text(call: Call) -> dict[str, Any]:
     min_confidence = word_filter.number("MinConfidence", 0.0)
     min_height = word_filter.number("MinBoundingBoxHeight", 0.0, high=1.0)
     min_width = word_filter.number("MinBoundingBoxWidth", 0.0, high=1.0)
-    data = await call.service.analyze(call.key, "detect_text", {}, image)
+    data = await call.analyze(DETECT_TEXT.name, {}, image)
     width, height = _size(data)
     detections = shapes.text_detections(data["objects"], width, height)
     kept_lines = {
@@ -186,7 +194,7 @@ async def detect_moderation_labels(call: Call) -> dict[str, Any]:
     image = await call.image()
     min_confidence = members.number("MinConfidence", DEFAULT_MODERATION_MIN_CONFIDENCE)
     assert min_confidence is not None
-    data = await call.service.analyze(call.key, "nsfw", {"nsfw_min_confidence": 0}, image)
+    data = await call.analyze(NSFW.name, {"nsfw_min_confidence": 0}, image)
     return {
         "ModerationLabels": shapes.moderation_labels(data["objects"], min_confidence),
         "ModerationModelVersion": _model_version(data),
@@ -200,7 +208,7 @@ def celebrity_id(name: str) -> str:
 
 async def recognize_celebrities(call: Call) -> dict[str, Any]:
     image = await call.image()
-    data = await call.service.analyze(call.key, "celebrities", {}, image)
+    data = await call.analyze(FACES_TYPE, {}, image)
     width, height = _size(data)
     celebrities = []
     for person in data["objects"]:
@@ -599,14 +607,13 @@ OPERATIONS: dict[str, Operation] = {
     "SearchFaces": search_faces,
 }
 # Each operation's type, as the access log and the request metrics label it.
-GALLERY = "gallery"
 TYPES: dict[str, str] = {
-    "DetectLabels": "objects",
-    "DetectFaces": "detect_faces",
-    "DetectText": "detect_text",
-    "DetectModerationLabels": "nsfw",
-    "RecognizeCelebrities": "celebrities",
-    "CompareFaces": "celebrities",
+    "DetectLabels": OBJECTS.name,
+    "DetectFaces": DETECT_FACES.name,
+    "DetectText": DETECT_TEXT.name,
+    "DetectModerationLabels": NSFW.name,
+    "RecognizeCelebrities": FACES_TYPE,
+    "CompareFaces": FACES_TYPE,
     "CreateCollection": GALLERY,
     "DeleteCollection": GALLERY,
     "ListCollections": GALLERY,
@@ -614,6 +621,6 @@ TYPES: dict[str, str] = {
     "IndexFaces": GALLERY,
     "ListFaces": GALLERY,
     "DeleteFaces": GALLERY,
-    "SearchFacesByImage": "celebrities",
-    "SearchFaces": "celebrities",
+    "SearchFacesByImage": FACES_TYPE,
+    "SearchFaces": FACES_TYPE,
 }
