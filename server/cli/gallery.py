@@ -6,11 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from server.catalog import FACES_TYPE
 from server.cli.output import printable
 from server.settings import Settings
-
-# The type whose model enrols and recognises faces: the gallery's.
-FACES_TYPE = "celebrities"
 
 
 def _gallery(settings: Settings):
