@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 # The API dialects: each a sub-package of server/http/ with one router (docs/design.md,
 # "Adding a dialect"). DeepStack's comes last: it answers every other path under /v1/.
-DIALECTS = (v2, compreface, deepstack, rekognition)  # rekognition: POST / (docs/compat.md)
+DIALECTS = (v2, compreface, rekognition, deepstack)
 RECLAIM_INTERVAL_S = 60.0
 # A reservation older than the request timeout plus this is abandoned whoever holds it.
 RESERVATION_GRACE_S = 300.0
