@@ -551,7 +551,7 @@ def test_json_body_limits(quiet) -> None:
     answer = requests.post(
         server.url + "/",
         data=body,
-        headers=signed_headers(server.url, issued, "DetectLabels", body),
+        headers=signed_headers(server.url, issued, "DetectFaces", body),  # a light model
     )
     assert answer.json()["__type"] == "InvalidImageFormatException"
     assert answer.headers["content-type"] == "application/x-amz-json-1.1"
