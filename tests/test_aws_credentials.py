@@ -18,7 +18,7 @@ from server.store.aws_credentials import (
     AwsCredentialStore,
     credentials_cipher,
 )
-from server.store.db import open_database
+from server.store.db import AuditEntry, open_database
 from server.store.keys import KeyManagementError, KeyStore
 
 
@@ -51,6 +51,16 @@ def test_secrets_are_kept_encrypted_and_found_by_access_key_id(tmp_path: Path) -
     assert other.lookup(issued.access_key_id) is None
     assert store.lookup("IRAKNOTISSUEDNOTISSU") is None
     assert store.access_key_ids("newsroom") == [issued.access_key_id]
+
+    # Audited by access key id, never with the secret.
+    with Session(engine) as session:
+        entries = session.execute(
+            select(AuditEntry.action, AuditEntry.subject, AuditEntry.details)
+        ).all()
+    assert ("key.aws_credentials", "newsroom", {"access_key_id": issued.access_key_id}) in [
+        tuple(entry) for entry in entries
+    ]
+    assert issued.secret_access_key not in repr(entries)
 
     keys.revoke("newsroom")
     assert store.lookup(issued.access_key_id) is None
