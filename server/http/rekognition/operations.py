@@ -92,7 +92,7 @@ class Call:
         return self.service.actor(self.key)
 
     def arn(self, collection: str) -> str:
-        return f"aws:rekognition:{self.region}:{ACCOUNT}:collection/{collection}"
+        return f"arn:aws:rekognition:{self.region}:{ACCOUNT}:collection/{collection}"
 
     async def analyze(self, type_: str, params: dict[str, Any], image: bytes) -> dict[str, Any]:
         """One analysis (one unit of quota): /api/v2/'s ``data`` of ``type_``."""
@@ -129,11 +129,11 @@ def _model_version(data: dict[str, Any]) -> str:
 
 async def detect_labels(call: Call) -> dict[str, Any]:
     members = call.members
-    image = await call.image()
     min_confidence = members.number("MinConfidence", DEFAULT_LABEL_MIN_CONFIDENCE)
     max_labels = members.integer("MaxLabels", None, low=0)
     members.strings("Features", choices=("GENERAL_LABELS", "IMAGE_PROPERTIES"))
     assert min_confidence is not None
+    image = await call.image()  # after the other members: an S3 read costs more
     params = {"max_labels": MAX_INT, "min_confidence": math.floor(min_confidence)}
     data = await call.analyze(OBJECTS.name, params, image)
     width, height = _size(data)
@@ -155,8 +155,8 @@ async def detect_labels(call: Call) -> dict[str, Any]:
 
 async def detect_faces(call: Call) -> dict[str, Any]:
     members = call.members
-    image = await call.image()
     members.strings("Attributes", choices=FACE_ATTRIBUTES)  # none adds what we cannot compute
+    image = await call.image()
     data = await call.analyze(DETECT_FACES.name, {}, image)
     width, height = _size(data)
     return {"FaceDetails": [shapes.face_detail(f, width, height) for f in data["objects"]]}
@@ -164,36 +164,40 @@ async def detect_faces(call: Call) -> dict[str, Any]:
 
 async def detect_text(call: Call) -> dict[str, Any]:
     members = call.members
-    image = await call.image()
     filters = members.document.get("Filters") or {}
     if not isinstance(filters, dict):
         raise invalid_parameter("Filters must be an object")
     word_filter = Members(filters.get("WordFilter") or {})
-    min_confidence = word_filter.number("MinConfidence", 0.0)
-    min_height = word_filter.number("MinBoundingBoxHeight", 0.0, high=1.0)
-    min_width = word_filter.number("MinBoundingBoxWidth", 0.0, high=1.0)
+    min_confidence = word_filter.number("MinConfidence", 0.0) or 0.0
+    min_height = word_filter.number("MinBoundingBoxHeight", 0.0, high=1.0) or 0.0
+    min_width = word_filter.number("MinBoundingBoxWidth", 0.0, high=1.0) or 0.0
+    image = await call.image()
     data = await call.analyze(DETECT_TEXT.name, {}, image)
     width, height = _size(data)
     detections = shapes.text_detections(data["objects"], width, height)
-    kept_lines = {
-        d["Id"]
-        for d in detections
-        if d["Type"] == "LINE"
-        and d["Confidence"] >= (min_confidence or 0.0)
-        and d["Geometry"]["BoundingBox"]["Height"] >= (min_height or 0.0)
-        and d["Geometry"]["BoundingBox"]["Width"] >= (min_width or 0.0)
+
+    def kept(word: dict[str, Any]) -> bool:
+        box = word["Geometry"]["BoundingBox"]
+        return (
+            word["Confidence"] >= min_confidence
+            and box["Height"] >= min_height
+            and box["Width"] >= min_width
+        )
+
+    # WordFilter keeps the words that pass it, and the lines that keep a word.
+    words = [d for d in detections if d["Type"] == "WORD" and kept(d)]
+    lines = {word["ParentId"] for word in words}
+    return {
+        "TextDetections": [d for d in detections if d["Id"] in lines] + words,
+        "TextModelVersion": _model_version(data),
     }
-    kept = [
-        d for d in detections if d["Id"] in kept_lines or d.get("ParentId") in kept_lines
-    ]
-    return {"TextDetections": kept, "TextModelVersion": _model_version(data)}
 
 
 async def detect_moderation_labels(call: Call) -> dict[str, Any]:
     members = call.members
-    image = await call.image()
     min_confidence = members.number("MinConfidence", DEFAULT_MODERATION_MIN_CONFIDENCE)
     assert min_confidence is not None
+    image = await call.image()
     data = await call.analyze(NSFW.name, {"nsfw_min_confidence": 0}, image)
     return {
         "ModerationLabels": shapes.moderation_labels(data["objects"], min_confidence),
@@ -527,12 +531,22 @@ async def delete_faces(call: Call) -> dict[str, Any]:
     }
 
 
-async def _search(
-    call: Call, collection: str, descriptor: Any, members: Members, excluding: str | None
-) -> list[dict[str, Any]]:
+def _search_limits(members: Members) -> tuple[int, float]:
+    """MaxFaces and FaceMatchThreshold, read before anything is charged."""
     max_faces = members.integer("MaxFaces", 4096, low=1, high=4096)
     threshold = members.number("FaceMatchThreshold", DEFAULT_SIMILARITY_THRESHOLD)
     assert max_faces is not None and threshold is not None
+    return max_faces, threshold
+
+
+async def _search(
+    call: Call,
+    collection: str,
+    descriptor: Any,
+    limits: tuple[int, float],
+    excluding: str | None,
+) -> list[dict[str, Any]]:
+    max_faces, threshold = limits
     model = _face_model(call)
     try:
         found = await call.service.aws.collections.search_faces(
@@ -554,6 +568,7 @@ async def search_faces_by_image(call: Call) -> dict[str, Any]:
     collection = members.collection_id()
     quality = members.string("QualityFilter", "NONE", choices=QUALITY_FILTERS)
     assert quality is not None
+    limits = _search_limits(members)
     image = await call.image()
     await _collection_info(call, collection)
     described = await call.service.describe_faces(call.key, image)
@@ -566,7 +581,7 @@ async def search_faces_by_image(call: Call) -> dict[str, Any]:
     return {
         "SearchedFaceBoundingBox": detail["BoundingBox"],
         "SearchedFaceConfidence": detail["Confidence"],
-        "FaceMatches": await _search(call, collection, searched.descriptor, members, None),
+        "FaceMatches": await _search(call, collection, searched.descriptor, limits, None),
         "FaceModelVersion": _face_model(call),
     }
 
@@ -576,6 +591,7 @@ async def search_faces(call: Call) -> dict[str, Any]:
     collection = members.collection_id()
     face_id = members.string("FaceId", pattern=FACE_ID, max_length=36, required=True)
     assert face_id is not None
+    limits = _search_limits(members)
     try:
         descriptor = await call.service.face_descriptor(face_id, collection=collection)
     except FaceNotFoundError:
@@ -584,7 +600,7 @@ async def search_faces(call: Call) -> dict[str, Any]:
         raise _gallery_error(exc) from None
     return {
         "SearchedFaceId": face_id,
-        "FaceMatches": await _search(call, collection, descriptor, members, face_id),
+        "FaceMatches": await _search(call, collection, descriptor, limits, face_id.lower()),
         "FaceModelVersion": _face_model(call),
     }
 
