@@ -407,7 +407,7 @@ async def index_faces(call: Call) -> dict[str, Any]:
         "ExternalImageId", pattern=EXTERNAL_IMAGE_ID, max_length=255
     )
     members.strings("DetectionAttributes", choices=FACE_ATTRIBUTES)
-    max_faces = members.integer("MaxFaces", None, low=1, high=100)
+    max_faces = members.integer("MaxFaces", None, low=1)
     quality = members.string("QualityFilter", "AUTO", choices=QUALITY_FILTERS)
     assert quality is not None
     image = await call.image()
