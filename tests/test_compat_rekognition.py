@@ -577,3 +577,38 @@ def test_imagerecognize_serve_with_only_the_sdk_environment(
         assert len(faces) == 1 and faces[0]["Confidence"] > 99
     finally:
         server.stop()
+
+
+def test_malformed_members_are_invalid_parameters(quiet) -> None:
+    """Inputs boto3 would not send but another client might: each a clear error naming the
+    member, nothing charged, never a 500."""
+    server, settings, keys = quiet
+    issued = credentials_for(settings, keys, "odd", quota=5, is_admin=True)
+    cases = [
+        ("DetectLabels", {"Image": {"Bytes": "aGVsbG8="}, "MinConfidence": "50"}, "MinConfidence"),
+        ("DetectLabels", {"Image": [1, 2]}, "Image"),
+        ("DetectLabels", {"Image": {"Bytes": "not base64!"}}, "Image.Bytes"),
+        ("DetectLabels", {"Image": {"Bytes": "aGVsbG8=", "S3Object": {}}}, "Image"),
+        ("DetectLabels", {"Image": {"Bytes": "aGVsbG8="}, "MaxLabels": True}, "MaxLabels"),
+        ("DetectFaces", {}, "Image"),
+        ("DetectFaces", {"Image": {"Bytes": "aGVsbG8="}, "Attributes": ["AGE"]}, "Attributes"),
+        ("CreateCollection", {"CollectionId": "no spaces"}, "CollectionId"),
+        ("ListFaces", {"CollectionId": "default", "NextToken": "zz"}, "pagination"),
+        ("DeleteFaces", {"CollectionId": "default", "FaceIds": []}, "FaceIds"),
+        ("SearchFaces", {"CollectionId": "default", "FaceId": "../x"}, "FaceId"),
+        ("DetectText", {"Image": {"Bytes": "aGVsbG8="}, "Filters": []}, "Filters"),
+    ]
+    for operation, document, named in cases:
+        body = json.dumps(document).encode()
+        answer = requests.post(
+            server.url + "/",
+            data=body,
+            headers=signed_headers(server.url, issued, operation, body),
+        )
+        error = answer.json()
+        assert answer.status_code == 400, (operation, document, error)
+        assert error["__type"] in (
+            "InvalidParameterException", "InvalidPaginationTokenException"
+        ), error
+        assert named.lower() in error["message"].lower(), (named, error)
+    assert keys.find("odd").quota == 5

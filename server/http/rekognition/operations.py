@@ -164,10 +164,13 @@ async def detect_faces(call: Call) -> dict[str, Any]:
 
 async def detect_text(call: Call) -> dict[str, Any]:
     members = call.members
-    filters = members.document.get("Filters") or {}
-    if not isinstance(filters, dict):
-        raise invalid_parameter("Filters must be an object")
-    word_filter = Members(filters.get("WordFilter") or {})
+    filters = members.document.get("Filters")
+    filters = {} if filters is None else filters
+    given = filters.get("WordFilter") if isinstance(filters, dict) else None
+    given = {} if given is None else given
+    if not isinstance(filters, dict) or not isinstance(given, dict):
+        raise invalid_parameter("Filters and Filters.WordFilter must be objects")
+    word_filter = Members(given)
     min_confidence = word_filter.number("MinConfidence", 0.0) or 0.0
     min_height = word_filter.number("MinBoundingBoxHeight", 0.0, high=1.0) or 0.0
     min_width = word_filter.number("MinBoundingBoxWidth", 0.0, high=1.0) or 0.0
