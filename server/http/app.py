@@ -20,6 +20,7 @@ from server import __version__
 from server.http.compreface.routes import router as compreface_router
 from server.http.cors import install_browser_middleware
 from server.http.deepstack.routes import router as deepstack_router
+from server.http.google.routes import router as google_router
 from server.http.observability import ObservabilityMiddleware
 from server.http.ops_routes import router as ops_router
 from server.http.respond import RequestIdMiddleware, envelope
@@ -178,6 +179,7 @@ def create_app(
     app.include_router(results_router)
     app.include_router(ops_router)
     app.include_router(deepstack_router)  # /v1/vision/*: docs/compat.md
+    app.include_router(google_router)  # /v1/images:annotate, after DeepStack's /v1/ routes
     install_browser_middleware(app, settings)
     install_web(app)
     # Outermost (added last): every answer, a refused one too, has its id, its log line and

@@ -1,0 +1,87 @@
+"""`BatchAnnotateImages`, for REST and gRPC alike: Google's request in (as proto JSON), each
+image's bytes (its content, or its imageUri fetched by the operator's rules), one service call
+for the batch, Google's response out. Errors of the call are raised (GoogleError, or what the
+service raises); one image's fault is its ``responses[i].error``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from server.http.google import annotations, wire
+from server.http.google.errors import GoogleError, google_error
+from server.http.google.image_uri import ImageFetcher, ImageUriError
+from server.service.multi import ImageJob
+from server.settings import Settings
+from server.telemetry.requests import note_type
+
+log = logging.getLogger(__name__)
+
+GCS_REFUSED = (
+    "gcsImageUri is not read by this server (it has no access to Google Cloud Storage); "
+    "send the image's content"
+)
+
+
+def image_fault(exc: Exception, request_id: str) -> dict[str, Any]:
+    """One image's ``error`` (google.rpc.Status)."""
+    error = google_error(exc)
+    if error is None:
+        log.error("request %s: one image failed", request_id, exc_info=exc)
+        error = GoogleError("INTERNAL", "Internal error.")
+    return error.image_error()
+
+
+async def _image_bytes(request: wire.ImageRequest, fetcher: ImageFetcher) -> bytes | GoogleError:
+    """The image's bytes, or why there are none (that image's answer)."""
+    source = request.image
+    if source.content is not None:
+        return source.content
+    if source.image_uri is not None:
+        try:
+            return await fetcher.fetch(source.image_uri)
+        except ImageUriError as exc:
+            status = "PERMISSION_DENIED" if exc.refused else "INVALID_ARGUMENT"
+            return GoogleError(status, str(exc))
+    if source.gcs_image_uri is not None:
+        return GoogleError("INVALID_ARGUMENT", GCS_REFUSED)
+    return GoogleError("INVALID_ARGUMENT", "No image content or source given.")
+
+
+async def batch_annotate(
+    service: Any, key: Any, body: Any, settings: Settings, request_id: str
+) -> dict[str, Any]:
+    """``{"responses": [...]}``, one per image, in order. ``service``: what analyses a
+    batch (``analyze_batch(key, jobs)``)."""
+    try:
+        requests = wire.batch_request(body)
+    except wire.RequestError as exc:
+        raise GoogleError("INVALID_ARGUMENT", str(exc)) from None
+    responses: list[dict[str, Any] | None] = [None] * len(requests)
+    jobs: list[tuple[int, ImageJob]] = []
+    fetcher = ImageFetcher(
+        settings.google_image_uri_allow,
+        settings.max_upload_bytes,
+        settings.google_image_uri_timeout_s,
+    )
+    try:
+        for index, request in enumerate(requests):
+            if not request.features:  # nothing we serve was asked: nothing to answer
+                responses[index] = {}
+                continue
+            data = await _image_bytes(request, fetcher)
+            if isinstance(data, GoogleError):
+                responses[index] = data.image_error()
+                continue
+            jobs.append((index, ImageJob(data, request.types)))
+    finally:
+        await fetcher.close()
+    kinds = {type_ for _, job in jobs for type_ in job.types}
+    note_type(next(iter(kinds)) if len(kinds) == 1 else None)
+    outcomes = await service.analyze_batch(key, [job for _, job in jobs]) if jobs else []
+    for (index, _), outcome in zip(jobs, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            responses[index] = image_fault(outcome, request_id)
+        else:
+            responses[index] = annotations.annotate(requests[index], outcome)
+    return {"responses": responses}

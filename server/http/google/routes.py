@@ -1,0 +1,148 @@
+"""Google Cloud Vision's REST API (docs/compat.md):
+
+POST /v1/images:annotate, /v1p1beta1/images:annotate     BatchAnnotateImages: 1 unit per image
+any other path under /v1/ and /v1p1beta1/                404 NOT_FOUND, or 501 UNIMPLEMENTED
+                                                          for Google's other methods
+
+The key comes in the ``x-goog-api-key`` header (the clients' ``api_key``) or as ``?key=``
+(curl); without a valid one, 403 PERMISSION_DENIED. Every error, 404s too, is answered in
+Google's shape by the route class below, once for the dialect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from server.errors import ApiError, ErrorKind
+from server.http.disconnect import until_disconnected
+from server.http.google.annotate import batch_annotate
+from server.http.google.errors import (
+    GoogleError,
+    error_response,
+    google_error,
+    not_found,
+    not_implemented,
+)
+from server.http.respond import NO_SNIFF_NO_STORE, request_id
+from server.http.state import AppState, State
+from server.service.multi import MultiAnalysis
+from server.store.keys import KeyRecord
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "x-goog-api-key"
+API_KEY_QUERY = "key"
+VERSIONS = ("v1", "v1p1beta1")
+# Google's other methods of the API: not served here.
+UNSERVED_METHODS = ("files:annotate", "files:asyncBatchAnnotate", "images:asyncBatchAnnotate")
+
+
+class GoogleRoute(APIRoute):
+    """Answers whatever a route or its dependencies raise in Google's error shape; a 500
+    tells the client nothing (the log has it under the request id)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ClientDisconnect:
+                log.info("request %s: client left during its upload", request_id(request))
+                return error_response(google_error(ApiError(ErrorKind.CLIENT_CLOSED)))
+            except Exception as exc:
+                error = google_error(exc)
+                if error is None:
+                    log.exception("request %s failed", request_id(request))
+                    error = GoogleError("INTERNAL", "Internal error.")
+                return error_response(error)
+
+        return answer
+
+
+router = APIRouter(route_class=GoogleRoute, include_in_schema=False)
+
+
+async def authenticate(state: AppState, secret: str | None) -> KeyRecord:
+    """Our key from Google's places for it; 403 without a valid one."""
+    if not secret or not secret.strip():
+        raise ApiError(ErrorKind.APIKEY_MISSING)
+    key = await run_in_threadpool(state.keys.authenticate, secret.strip())
+    if key is None:
+        raise ApiError(ErrorKind.APIKEY_INVALID)
+    return key
+
+
+async def api_key(request: Request, state: State) -> KeyRecord:
+    sent = request.headers.get(API_KEY_HEADER) or request.query_params.get(API_KEY_QUERY)
+    return await authenticate(state, sent)
+
+
+def batch_service(state: AppState) -> MultiAnalysis:
+    return MultiAnalysis(state.keys, state.results, state.pipeline)
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length", "")
+    too_large = GoogleError(
+        "INVALID_ARGUMENT", f"Request payload size exceeds the limit: {limit} bytes."
+    )
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise too_large
+    try:
+        return await run_in_threadpool(json.loads, bytes(body))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise GoogleError(
+            "INVALID_ARGUMENT", "Invalid JSON payload received: the body is not JSON."
+        ) from None
+
+
+async def images_annotate(
+    request: Request, state: State, key: Annotated[KeyRecord, Depends(api_key)]
+) -> JSONResponse:
+    with state.trimmer.request():
+        body = await _json_body(request, state.settings.google_max_request_bytes)
+        answer = await until_disconnected(
+            request,
+            batch_annotate(batch_service(state), key, body, state.settings, request_id(request)),
+        )
+    return JSONResponse(answer, headers=NO_SNIFF_NO_STORE)
+
+
+# Also with a parent (projects/P, projects/P/locations/L), which only chooses where Google
+# computes.
+for _version in VERSIONS:
+    for _parent in ("", "projects/{project}/", "projects/{project}/locations/{location}/"):
+        router.add_api_route(
+            f"/{_version}/{_parent}images:annotate", images_annotate, methods=["POST"]
+        )
+
+
+async def other(request: Request, rest: str) -> JSONResponse:
+    """Google's other methods answer 501, any other path 404, both in Google's shape."""
+    method = rest.rsplit("/", 1)[-1]
+    if method in UNSERVED_METHODS:
+        raise not_implemented(method)
+    raise not_found(request.url.path)
+
+
+# Registered after DeepStack's /v1/vision/ and /v1/image/ routes (server/http/app.py), which
+# this would otherwise hide.
+for _version in VERSIONS:
+    router.add_api_route(
+        f"/{_version}/{{rest:path}}", other, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
+    )
