@@ -20,6 +20,7 @@ from server import __version__
 from server.http.compreface.routes import router as compreface_router
 from server.http.cors import install_browser_middleware
 from server.http.deepstack.routes import router as deepstack_router
+from server.http.google.grpc_service import start_grpc
 from server.http.google.routes import router as google_router
 from server.http.observability import ObservabilityMiddleware
 from server.http.ops_routes import router as ops_router
@@ -147,6 +148,7 @@ def create_app(
             await prepare_models(pipeline, readiness)
         else:
             log.info("models load on first use (IMAGERECOGNIZE_PRELOAD=false)")
+        vision_grpc = await start_grpc(settings, lambda: app.state.imagerecognize)
         drain.install(asyncio.get_running_loop())
         purge = asyncio.create_task(
             _purge_periodically(results, settings.result_purge_interval_s)
@@ -157,6 +159,8 @@ def create_app(
             yield
         finally:
             drain.uninstall()
+            if vision_grpc is not None:
+                await vision_grpc.stop()
             purge.cancel()
             trim.cancel()
             reclaim.cancel()
