@@ -24,7 +24,7 @@ GCS_REFUSED = (
 
 
 def image_fault(exc: Exception, request_id: str) -> dict[str, Any]:
-    """One image's ``error`` (google.rpc.Status)."""
+    """One image's answer when it failed: its ``error`` (google.rpc.Status)."""
     error = google_error(exc)
     if error is None:
         log.error("request %s: one image failed", request_id, exc_info=exc)

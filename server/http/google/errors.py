@@ -108,8 +108,8 @@ class GoogleError(Exception):
         return {"error": error}
 
     def image_error(self) -> dict[str, Any]:
-        """As one image's ``error`` (google.rpc.Status)."""
-        return {"code": self.code, "message": self.message}
+        """As one image's answer: ``{"error": google.rpc.Status}``."""
+        return {"error": {"code": self.code, "message": self.message}}
 
 
 def from_api_error(error: ApiError) -> GoogleError:
