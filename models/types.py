@@ -41,27 +41,40 @@ class AnalysisType:
     name: str
     summary: str
     parameters: tuple[IntParameter, ...] = ()
+    # The server's setting that names this type's model (Settings field); None: the type has
+    # no such setting and is answered by its registry default.
+    model_setting: str | None = None
 
+
+OBJECTS = AnalysisType(
+    "objects",
+    "labels of the objects in the image and of the whole image, with boxes",
+    (
+        IntParameter("max_labels", 1, None, True, "most labels returned", 10),
+        IntParameter("min_confidence", 0, 100, True, "lowest confidence returned", 50),
+    ),
+    model_setting="objects_model",
+)
+# The type whose model enrols, recognises and compares faces: the gallery's.
+CELEBRITIES = AnalysisType(
+    "celebrities",
+    "the enrolled people whose faces are in the image",
+    model_setting="celebrities_model",
+)
+DETECT_FACES = AnalysisType(
+    "detect_faces", "the faces in the image, with landmarks", model_setting="faces_model"
+)
+DETECT_TEXT = AnalysisType(
+    "detect_text", "the lines of text in the image", model_setting="text_model"
+)
+NSFW = AnalysisType(
+    "nsfw",
+    "how likely the image is not safe for work",
+    (IntParameter("nsfw_min_confidence", 0, 100, True, "lowest confidence returned", 0),),
+    model_setting="nsfw_model",
+)
 
 ANALYSIS_TYPES: dict[str, AnalysisType] = {
-    t.name: t
-    for t in (
-        AnalysisType(
-            "objects",
-            "labels of the objects in the image and of the whole image, with boxes",
-            (
-                IntParameter("max_labels", 1, None, True, "most labels returned", 10),
-                IntParameter("min_confidence", 0, 100, True, "lowest confidence returned", 50),
-            ),
-        ),
-        AnalysisType("celebrities", "the enrolled people whose faces are in the image"),
-        AnalysisType("detect_faces", "the faces in the image, with landmarks"),
-        AnalysisType("detect_text", "the lines of text in the image"),
-        AnalysisType(
-            "nsfw",
-            "how likely the image is not safe for work",
-            (IntParameter("nsfw_min_confidence", 0, 100, True, "lowest confidence returned", 0),),
-        ),
-    )
+    t.name: t for t in (OBJECTS, CELEBRITIES, DETECT_FACES, DETECT_TEXT, NSFW)
 }
 API_TYPES: tuple[str, ...] = tuple(ANALYSIS_TYPES)

@@ -4,9 +4,22 @@ page and the request metrics read it; nothing else spells a type's name or param
 
 from __future__ import annotations
 
-from models.types import ANALYSIS_TYPES, API_TYPES, AnalysisType, IntParameter
+from models.types import (
+    ANALYSIS_TYPES,
+    API_TYPES,
+    CELEBRITIES,
+    DETECT_FACES,
+    DETECT_TEXT,
+    MAX_INT,
+    NSFW,
+    OBJECTS,
+    AnalysisType,
+    IntParameter,
+)
 
 CACHE_TYPE = "cache"
+# The type whose model enrols, recognises and compares faces: the gallery's.
+FACES_TYPE = CELEBRITIES.name
 CACHE_DEFAULT_LIMIT = 10
 MAX_RESULT_ID_CHARS = 32  # StoredResult.id: a uuid4 in hex
 
@@ -28,4 +41,18 @@ TYPE_PARAMETERS: dict[str, dict[str, IntParameter]] = {
     t.name: {p.name: p for p in t.parameters} for t in TYPES.values()
 }
 
-__all__ = ["ALL_TYPES", "API_TYPES", "CACHE_TYPE", "TYPES", "TYPE_PARAMETERS", "IntParameter"]
+__all__ = [
+    "ALL_TYPES",
+    "API_TYPES",
+    "CACHE_TYPE",
+    "CELEBRITIES",
+    "DETECT_FACES",
+    "DETECT_TEXT",
+    "FACES_TYPE",
+    "MAX_INT",
+    "NSFW",
+    "OBJECTS",
+    "TYPES",
+    "TYPE_PARAMETERS",
+    "IntParameter",
+]

@@ -11,7 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.options import FaceGallery, FacesOptions, ModelOptions, OnnxOptions
-from models.types import API_TYPES
+from models.types import ANALYSIS_TYPES, API_TYPES
 
 if TYPE_CHECKING:
     from models.base import Recognizer
@@ -326,14 +326,12 @@ class Settings(BaseSettings):
         return max(1, size), self.max_wait_ms_by_type.get(type_, self.max_wait_ms)
 
     def model_for(self, type_: str) -> str | None:
-        """The model configured for an API type, if any."""
-        return {
-            "objects": self.objects_model,
-            "celebrities": self.celebrities_model,
-            "detect_faces": self.faces_model,
-            "detect_text": self.text_model,
-            "nsfw": self.nsfw_model,
-        }[type_]
+        """The model configured for an API type (its ``model_setting``), if any; None: the
+        registry's default for the type."""
+        if type_ not in ANALYSIS_TYPES:
+            raise ValueError(f"unknown type {type_!r}; known: {', '.join(ANALYSIS_TYPES)}")
+        setting = ANALYSIS_TYPES[type_].model_setting
+        return getattr(self, setting) if setting is not None else None
 
     def model_class(self, type_: str) -> type[Recognizer] | None:
         """The class of the model serving ``type_`` (None: the type has none); an unknown

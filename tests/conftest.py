@@ -20,7 +20,7 @@ from PIL import Image
 
 from models.options import ModelOptions
 from server.http.app import create_app
-from server.http.state import AppState
+from server.service.application import ApplicationService
 from server.settings import Settings
 from server.store.db import init_db, make_engine
 from server.store.keys import KeyStore
@@ -91,9 +91,9 @@ def model_options(model_dir: Path | None = None, **overrides: object) -> ModelOp
     return options if model_dir is None else dataclasses.replace(options, model_dir=model_dir)
 
 
-def app_state(client: TestClient) -> AppState:
-    """The state of a running test app (its key store, result store, pipeline...)."""
-    return client.app.state.imagerecognize
+def app_state(client: TestClient) -> ApplicationService:
+    """The service of a running test app (its key store, result store, gallery, pipeline...)."""
+    return client.app.state.imagerecognize.service
 
 
 def post_api(

@@ -7,6 +7,7 @@ photos."""
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,7 +227,7 @@ def test_double_take_trains_recognises_and_removes(
     assert record is not None
     # Double Take trains one photo per call.
     first = double_take_train(client, admin, "Eileen", encode(astronaut, quality=95))
-    assert first["subject"] == "Eileen" and first["image_id"].isdigit()
+    assert first["subject"] == "Eileen" and str(uuid.UUID(first["image_id"])) == first["image_id"]
     flipped = encode(astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
     second = double_take_train(client, admin, "Eileen", flipped)
     assert second["image_id"] != first["image_id"]

@@ -181,7 +181,7 @@ def test_gallery_writes_need_an_admin_key_unless_allowed(tmp_path: Path) -> None
         listed = client.post("/v1/vision/custom/list")
         assert listed.status_code == 200 and listed.json()["success"] is True
         assert listed.json()["models"] == [
-            client.app.state.imagerecognize.pipeline.model_class("objects").name
+            client.app.state.imagerecognize.service.pipeline.model_class("objects").name
         ]
 
 

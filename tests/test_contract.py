@@ -198,8 +198,11 @@ def test_png_and_filename_do_not_matter(client: TestClient, apikey: str, astrona
 
 
 def test_other_paths_answer_in_the_envelope(client: TestClient) -> None:
-    response = client.get("/api/v1/")
+    response = client.get("/api/v3/")
     assert response.status_code == 404 and response.json()["status"] == 404
+    # Under /api/v1/ every path is CompreFace's, and answers in its body.
+    response = client.get("/api/v1/")
+    assert response.status_code == 404 and set(response.json()) == {"message", "code"}
 
 
 def test_every_answer_names_its_request(client: TestClient, apikey: str) -> None:

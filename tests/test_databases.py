@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -15,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import column, func, insert, inspect, select, table, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -33,6 +35,14 @@ from server.store.db import (
     StoredResult,
     init_db,
     make_engine,
+    utcnow,
+)
+from server.store.gallery import (
+    DEFAULT_COLLECTION,
+    EnrolledFace,
+    FaceNotFoundError,
+    Gallery,
+    _png,
 )
 from server.store.keys import KeyManagementError, KeyStore, Reservation, hash_key
 from tests.conftest import ROOT, LiveServer, encode, make_settings
@@ -150,26 +160,52 @@ def test_gallery_change_through_one_app_is_seen_by_another(
         assert celebrities(one, user, encode(astronaut))["objects"] == []
 
 
+def upgrade_to(engine: Engine, revision: str) -> None:
+    """The schema as migration ``revision`` left it (an older server's database)."""
+    from alembic import command
+
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+# The gallery's tables as they were before migration 0004 (collections, face UUIDs): rows
+# are written in them as an older server wrote them.
+OLD_PEOPLE = table("people", column("id"), column("name"), column("created_at"))
+OLD_FACES = table(
+    "gallery_faces", column("id"), column("person_id"), column("source"),
+    column("aligned_png"), column("created_at"),
+)
+OLD_DESCRIPTORS = table("face_descriptors", column("face_id"), column("model"), column("vector"))
+OLD_STATE = table("gallery_state", column("id"), column("version"))
+
+
 def test_upgrade_keeps_a_database_made_by_the_schema_before_migrations(engine: Engine) -> None:
-    # Today's schema as the server made it before migrations existed: create_all, no
-    # alembic_version table.
-    Base.metadata.create_all(
-        engine, [t for t in Base.metadata.sorted_tables if t.name in SCHEMA_BEFORE_MIGRATIONS]
-    )
+    # The schema as the server made it before migrations existed: create_all of the tables
+    # that migration 0001 makes, no alembic_version table.
+    upgrade_to(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))
+    assert set(inspect(engine).get_table_names()) == SCHEMA_BEFORE_MIGRATIONS
     # Written as that schema's server wrote it (today's KeyStore also writes the audit log).
     key = "ir_made-before-migrations"
-    with Session(engine) as session, session.begin():
-        session.add(
-            ApiKey(name="kept", key_hash=hash_key(key), key_prefix=key[:8], quota=7,
-                   is_admin=False, revoked=False)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(ApiKey.__table__).values(
+                name="kept", key_hash=hash_key(key), key_prefix=key[:8], quota=7,
+                is_admin=False, revoked=False, created_at=utcnow(),
+            )
         )
-    with Session(engine) as session, session.begin():
-        key_id = session.scalars(select(ApiKey.id)).one()
-        session.add(
-            StoredResult(
+    with engine.begin() as connection:
+        key_id = connection.scalars(select(ApiKey.id)).one()
+        connection.execute(
+            insert(StoredResult.__table__).values(
                 id="a" * 32,
                 key_id=key_id,
                 type="detect_faces",
+                created_at=utcnow(),
                 image_sha256="0" * 64,
                 image_width=10,
                 image_height=20,
@@ -182,14 +218,18 @@ def test_upgrade_keeps_a_database_made_by_the_schema_before_migrations(engine: E
                 lookup_hash="1" * 64,
             )
         )
-        person = Person(name="Grace Hopper")
-        session.add(person)
-        session.flush()
-        face = GalleryFace(person_id=person.id, source="grace.jpg", aligned_png=b"\x89PNG")
-        session.add(face)
-        session.flush()
-        session.add(FaceDescriptor(face_id=face.id, model="dlib", vector=b"\x00" * 16))
-        session.add(GalleryState(id=1, version=3))
+        connection.execute(
+            insert(OLD_PEOPLE).values(id=1, name="Grace Hopper", created_at=utcnow())
+        )
+        connection.execute(
+            insert(OLD_FACES).values(
+                id=1, person_id=1, source="grace.jpg", aligned_png=b"\x89PNG", created_at=utcnow()
+            )
+        )
+        connection.execute(
+            insert(OLD_DESCRIPTORS).values(face_id=1, model="dlib", vector=b"\x00" * 16)
+        )
+        connection.execute(insert(OLD_STATE).values(id=1, version=3))
     assert current_revision(engine) is None
 
     init_db(engine)
@@ -203,9 +243,67 @@ def test_upgrade_keeps_a_database_made_by_the_schema_before_migrations(engine: E
         assert result.params == {"min_confidence": 50}
         face = session.scalars(select(GalleryFace)).one()
         assert face.aligned_png == b"\x89PNG" and face.source == "grace.jpg"
+        assert face.public_id == "1"
         assert session.scalars(select(Person.name)).all() == ["Grace Hopper"]
         assert session.scalar(select(func.count()).select_from(FaceDescriptor)) == 1
         assert session.get(GalleryState, 1).version == 3
+
+
+def test_upgrade_from_0003_keeps_faces_and_their_ids(engine: Engine) -> None:
+    upgrade_to(engine, "0003")
+    png = _png(np.zeros((4, 4, 3), dtype=np.uint8))
+    with engine.begin() as connection:
+        for person_id, name in ((1, "Ada"), (2, "Grace")):
+            connection.execute(
+                insert(OLD_PEOPLE).values(id=person_id, name=name, created_at=utcnow())
+            )
+        for face_id, person_id in ((5, 1), (17, 2), (18, 2)):
+            connection.execute(
+                insert(OLD_FACES).values(
+                    id=face_id, person_id=person_id, source=f"{face_id}.jpg", aligned_png=png,
+                    created_at=utcnow(),
+                )
+            )
+            connection.execute(
+                insert(OLD_DESCRIPTORS).values(
+                    face_id=face_id, model="m", vector=np.array([face_id, 0], "<f4").tobytes()
+                )
+            )
+        connection.execute(insert(OLD_STATE).values(id=1, version=9))
+        if connection.dialect.name == "postgresql":  # ids given above: move the sequences on
+            for name in ("people", "gallery_faces", "face_descriptors"):
+                connection.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                        f"(SELECT MAX(id) FROM {name}))"
+                    )
+                )
+
+    init_db(engine)
+
+    assert current_revision(engine) == head_revision()
+    gallery = Gallery(engine)
+    assert [(c.name, c.faces, c.people) for c in gallery.collections()] == [
+        (DEFAULT_COLLECTION, 3, 2)
+    ]
+    assert gallery.faces() == ([("5", "Ada"), ("17", "Grace"), ("18", "Grace")], 3)
+    assert gallery.version() == 9  # the results cached before stay valid until a change
+    assert gallery.matrix("m").names == ["Ada", "Grace", "Grace"]
+    assert gallery.face_descriptor("17", "m").tolist() == [17.0, 0.0]
+    # The old ids keep working; a new face gets a UUID; the newest old face, once removed,
+    # stays removed.
+    assert gallery.remove_face_by_id("18") == "Grace"
+    added = gallery.enrol(
+        "Grace", [EnrolledFace("new.jpg", np.zeros((4, 4, 3), np.uint8), np.ones(2, np.float32))],
+        "m",
+    )["face_ids"]
+    assert str(uuid.UUID(added[0])) == added[0]
+    with pytest.raises(FaceNotFoundError):
+        gallery.remove_face_by_id("18")
+    assert gallery.version() > 9
+    # Names are unique per collection now, not across the gallery.
+    gallery.create_collection("other")
+    gallery.add_person("Ada", collection="other")
 
 
 def test_migrations_make_the_models_schema(engine: Engine) -> None:

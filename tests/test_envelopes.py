@@ -112,7 +112,7 @@ def html_page(response: httpx.Response) -> None:
 # one line (its routes under the prefix then need no more).
 DIALECTS: dict[str, Checker] = {
     "/api/v2/": v2_envelope,  # the imagerecognize v2 API and the gallery of known people
-    "/api/v1/recognition/": compreface_error,  # CompreFace (server/http/compreface/)
+    "/api/v1/": compreface_error,  # CompreFace (server/http/compreface/)
     "/v1/vision/": deepstack_answer,  # DeepStack / CodeProject.AI (server/http/deepstack/)
     "/v1/image/": deepstack_answer,
     "/v1/": google_error,  # Google Cloud Vision (server/http/google/)

@@ -131,6 +131,42 @@ def test_http_dialects_import_no_other_dialect() -> None:
     assert not problems, "\n".join(problems)
 
 
+# A dialect reads its wire format, makes one call of the service, writes its wire format: it
+# reaches nothing below the service (no store, pipeline, ops or models).
+DIALECT_IMPORTS = (
+    "server.service",
+    "server.http",  # the shared HTTP helpers (the test above keeps dialects apart)
+    "server.errors",
+    "server.catalog",
+    "server.settings",
+    "server.telemetry",
+)
+
+
+def _imports_of(path: Path, package: str) -> set[str]:
+    """The modules of ``package`` a file imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return {m for m in found if m == package or m.startswith(package + ".")}
+
+
+def test_http_dialects_reach_nothing_below_the_service() -> None:
+    dialects = [p for p in (ROOT / "server" / "http").iterdir() if (p / "__init__.py").exists()]
+    assert {"v2", "deepstack", "compreface"} <= {d.name for d in dialects}
+    problems = []
+    for dialect in dialects:
+        for path in dialect.rglob("*.py"):
+            imported = _server_imports(path) | _imports_of(path, "models")
+            for module in sorted(imported):
+                if not any(module == a or module.startswith(a + ".") for a in DIALECT_IMPORTS):
+                    problems.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not problems, "\n".join(problems)
+
+
 def test_pipeline_loads_no_web_framework_or_database() -> None:
     code = (
         "import sys, server.pipeline.analysis, server.pipeline.batching\n"

@@ -70,7 +70,7 @@ def preloaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def preloaded_key(preloaded: TestClient) -> str:
-    return preloaded.app.state.imagerecognize.keys.create("ops")
+    return preloaded.app.state.imagerecognize.service.keys.create("ops")
 
 
 @pytest.mark.slow
@@ -166,7 +166,7 @@ def test_readyz_names_models_not_loaded_and_those_that_failed(
     # Configured, but its weights were never fetched: the load fails.
     settings = make_settings(tmp_path / "data", objects_model="faster_rcnn_resnet50_fpn_v2")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        key = client.app.state.imagerecognize.keys.create("k")
+        key = client.app.state.imagerecognize.service.keys.create("k")
         body = post_api(client, {"apikey": key, "type": "objects", "max_labels": "5",
                                  "min_confidence": "50"}, encode(astronaut.resize((64, 64))))
         assert body["status"] == 503

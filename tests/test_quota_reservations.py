@@ -52,6 +52,7 @@ def reservations(engine: Engine) -> int:
 
 
 FIELDS = {"type": "objects", "max_labels": "5", "min_confidence": "50"}
+PARAMS = {"max_labels": 5, "min_confidence": 50}
 INFO = ImageInfo("png", 8, 8, "0" * 64, 10)
 
 
@@ -135,9 +136,9 @@ class _SlowReserve(KeyStore):
 
 def test_a_request_cancelled_while_its_unit_is_taken_keeps_none(tmp_path: Path) -> None:
     """The early give-up: the thread takes the unit after the request was cancelled."""
-    from server.http.upload import Upload
     from server.pipeline.analysis import AnalysisPipeline
-    from server.service.admission import admit
+    from server.service.application import ApplicationService
+    from server.store.gallery import Gallery
 
     settings = make_settings(tmp_path / "data")
     engine = make_engine(settings.resolved_database_url)
@@ -145,14 +146,14 @@ def test_a_request_cancelled_while_its_unit_is_taken_keeps_none(tmp_path: Path) 
     keys = _SlowReserve(engine)
     apikey = keys.create("leaver", quota=5)
     pipeline = AnalysisPipeline(settings)
-    upload = Upload(
-        fields={"apikey": apikey, **FIELDS},
-        file=encode(Image.new("RGB", (64, 64), "gray"), "PNG"),
+    service = ApplicationService(
+        settings, keys, ResultStore(engine, 30), Gallery(engine), pipeline
     )
+    image = encode(Image.new("RGB", (64, 64), "gray"), "PNG")
 
     async def scenario() -> None:
         request = asyncio.create_task(
-            admit(keys, ResultStore(engine, 30), pipeline, upload, is_get=False)
+            service.analyze(keys.authenticate(apikey), FIELDS["type"], PARAMS, image)
         )
         await asyncio.to_thread(keys.entered.wait, 30)
         request.cancel()  # the client gives up

@@ -17,18 +17,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.runtimes.device import choose_device
 from server import __version__
-from server.http.compreface.routes import router as compreface_router
+from server.http import compreface, deepstack, google, v2
 from server.http.cors import install_browser_middleware
-from server.http.deepstack.routes import router as deepstack_router
 from server.http.google.grpc_service import start_grpc
-from server.http.google.routes import router as google_router
 from server.http.observability import ObservabilityMiddleware
 from server.http.ops_routes import router as ops_router
 from server.http.respond import RequestIdMiddleware, envelope
-from server.http.state import AppState, State
-from server.http.v2.gallery_routes import router as gallery_router
-from server.http.v2.results_routes import router as results_router
-from server.http.v2.routes import router
+from server.http.state import AppState, Service
 from server.http.web import install_web
 from server.ops.drain import Drain
 from server.ops.health import Readiness
@@ -36,7 +31,7 @@ from server.ops.memory import IdleTrimmer
 from server.ops.prepare import prepare_models
 from server.pipeline.analysis import AnalysisPipeline
 from server.pipeline.placement import gpu_requirement_problem, log_placements
-from server.service.analysis import AnalysisService
+from server.service.application import ApplicationService
 from server.settings import Settings, get_settings
 from server.store.db import open_database, utcnow
 from server.store.gallery import Gallery
@@ -46,6 +41,9 @@ from server.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
+# The API dialects: each a sub-package of server/http/ with one router (docs/design.md,
+# "Adding a dialect"). DeepStack's comes last: it answers every other path under /v1/.
+DIALECTS = (v2, compreface, deepstack, google)  # google's /v1/ after DeepStack's
 RECLAIM_INTERVAL_S = 60.0
 # A reservation older than the request timeout plus this is abandoned whoever holds it.
 RESERVATION_GRACE_S = 300.0
@@ -128,11 +126,7 @@ def create_app(
         await asyncio.to_thread(keys.reclaim_abandoned, abandoned_after_s)
         app.state.imagerecognize = AppState(
             settings=settings,
-            keys=keys,
-            results=results,
-            gallery=gallery,
-            pipeline=pipeline,
-            service=AnalysisService(keys, results, pipeline),
+            service=ApplicationService(settings, keys, results, gallery, pipeline),
             trimmer=trimmer,
         )
         # Threads for the handlers' short blocking calls (database): AnyIO's default of 40
@@ -177,13 +171,9 @@ def create_app(
         docs_url=None,  # /docs and /redoc, offline: server/http/web.py
         redoc_url=None,
     )
-    app.include_router(router)
-    app.include_router(gallery_router)
-    app.include_router(compreface_router)
-    app.include_router(results_router)
     app.include_router(ops_router)
-    app.include_router(deepstack_router)  # /v1/vision/*: docs/compat.md
-    app.include_router(google_router)  # /v1/images:annotate, after DeepStack's /v1/ routes
+    for dialect in DIALECTS:
+        app.include_router(dialect.router)
     install_browser_middleware(app, settings)
     install_web(app)
     # Outermost (added last): every answer, a refused one too, has its id, its log line and
@@ -192,13 +182,8 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
 
     @app.get("/health")
-    async def health(state: State) -> dict[str, object]:
-        return {
-            "status": "ok",
-            "version": __version__,
-            "device": str(state.pipeline.device),
-            "models": state.pipeline.status(),
-        }
+    async def health(service: Service) -> dict[str, object]:
+        return {"status": "ok", "version": __version__, **service.models_status()}
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):

@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 API_PREFIX = "/api/"
+# Only the v2 API negotiates: CompreFace's clients get application/json as CompreFace sends.
+NEGOTIATED_PREFIX = "/api/v2"
 
 
 def asks_for_json(accept: str | None) -> bool:
@@ -45,7 +47,7 @@ def api_media_type(accept: str | None) -> str:
 
 
 class ApiContentType:
-    """Rewrites the Content-Type of the API's JSON answers (paths under /api/) to the
+    """Rewrites the Content-Type of the v2 API's JSON answers (paths under /api/v2) to the
     negotiated type; other routes (the page, /docs, /openapi.json, /health) keep theirs.
     Pure ASGI: the body and the client's disconnect messages pass through untouched."""
 
@@ -53,7 +55,7 @@ class ApiContentType:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+        if scope["type"] != "http" or not scope["path"].startswith(NEGOTIATED_PREFIX):
             await self.app(scope, receive, send)
             return
         accept = None

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.errors import ErrorKind
 from server.http.content_type import API_PREFIX, ApiContentType
+from server.http.envelope import envelope_body
 from server.settings import Settings
 
 EXPOSED_HEADERS = ["Retry-After", "X-Request-Id"]
@@ -39,7 +40,7 @@ class ForeignOriginGuard:
                 kind = ErrorKind.FORBIDDEN
                 message = f"{kind.message}: origin {origin} is not allowed"
                 response = JSONResponse(
-                    {"status": kind.status, "status_message": message, "data": None},
+                    envelope_body(kind.status, message),
                     status_code=kind.status,
                 )
                 await response(scope, receive, send)

@@ -8,7 +8,6 @@ computed). Neither the key nor the query string nor any body is ever recorded.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.catalog import ALL_TYPES
+from server.http.envelope import envelope_bytes
 from server.ops.drain import Drain
 from server.telemetry import metrics, requests
 from server.telemetry.requests import RequestRecord
@@ -52,9 +52,7 @@ def format_text(fields: dict[str, Any]) -> str:
 
 
 async def _refuse_draining(send: Send) -> None:
-    body = json.dumps(
-        {"status": 503, "status_message": "Service unavailable: server shutting down", "data": None}
-    ).encode()
+    body = envelope_bytes(503, "Service unavailable: server shutting down")
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

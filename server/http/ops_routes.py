@@ -7,6 +7,7 @@ import hmac
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from server.http.envelope import envelope_body
 from server.http.state import State
 from server.ops.health import Readiness
 from server.telemetry import metrics
@@ -39,7 +40,7 @@ async def metrics_text(request: Request, state: State) -> Response:
         sent = request.headers.get("authorization", "")
         if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
             return JSONResponse(
-                {"status": 401, "status_message": "Unauthorized: send Authorization: Bearer"},
+                envelope_body(401, "Unauthorized: send Authorization: Bearer"),
                 status_code=401,
                 headers={**NO_STORE, "WWW-Authenticate": 'Bearer realm="metrics"'},
             )

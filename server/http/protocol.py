@@ -8,11 +8,11 @@ for a client that half-closes its socket after sending its whole request.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from server.http.envelope import envelope_bytes
 from server.settings import get_settings
 
 REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
@@ -104,7 +104,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int) -> None:
         """Answers in the API's envelope and closes the connection."""
         reason = REASONS[status]
-        body = json.dumps({"status": status, "status_message": reason, "data": None}).encode()
+        body = envelope_bytes(status, reason)
         self.transport.write(
             f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()

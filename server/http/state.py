@@ -1,5 +1,5 @@
 """What the routes work with, created at start (server/http/app.py) and handed to them by FastAPI's
-dependencies."""
+dependencies: the settings and the application service, nothing below it."""
 
 from __future__ import annotations
 
@@ -9,22 +9,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from server.ops.memory import IdleTrimmer
-from server.pipeline.analysis import AnalysisPipeline
-from server.service.analysis import AnalysisService
+from server.service.application import ApplicationService
 from server.settings import Settings
-from server.store.gallery import Gallery
-from server.store.keys import KeyStore
-from server.store.results import ResultStore
 
 
 @dataclass(frozen=True)
 class AppState:
     settings: Settings
-    keys: KeyStore
-    results: ResultStore
-    gallery: Gallery
-    pipeline: AnalysisPipeline
-    service: AnalysisService
+    service: ApplicationService
     trimmer: IdleTrimmer
 
 
@@ -33,3 +25,10 @@ def get_state(request: Request) -> AppState:
 
 
 State = Annotated[AppState, Depends(get_state)]
+
+
+def get_service(request: Request) -> ApplicationService:
+    return get_state(request).service
+
+
+Service = Annotated[ApplicationService, Depends(get_service)]

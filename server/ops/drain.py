@@ -38,10 +38,6 @@ class Drain:
     def draining(self) -> bool:
         return self.started_at is not None
 
-    @property
-    def requests_in_flight(self) -> int:
-        return self._in_flight
-
     @contextlib.contextmanager
     def in_flight(self) -> Iterator[None]:
         self._in_flight += 1

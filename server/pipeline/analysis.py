@@ -5,10 +5,10 @@
 The stages themselves, and their order, are server/pipeline/stages.py; this object runs them
 in its pools. Decoding, preprocessing and postprocessing run in the decode pool, ``predict``
 in the model's batcher (the torch threads, or ONNX Runtime's own threads); nothing blocking
-runs on the event loop. The HTTP service (server/service/analysis.py) and offline callers use
-the same object: ``analyze`` runs every step; the service calls ``inspect`` and ``run``
-separately so that its quota and stored-result checks sit between them
-(server/service/admission.py).
+runs on the event loop. The application service (server/service/application.py) and offline
+callers use the same object: ``analyze`` runs every step; the service calls ``inspect`` and
+``run`` separately so that its quota and stored-result checks sit between them, and
+``predict`` where it works with the model's own output (faces and their descriptors).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -33,9 +33,26 @@ from server.pipeline.model_manager import ModelManager
 from server.pipeline.stages import DecodeBudget, PipelineResult
 from server.settings import Settings
 
-__all__ = ["AnalysisPipeline", "DecodeBudget", "ModelId", "PipelineResult", "inspect_upload"]
+__all__ = [
+    "AnalysisPipeline",
+    "DecodeBudget",
+    "ModelId",
+    "PipelineResult",
+    "Prediction",
+    "inspect_upload",
+]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's model output before postprocess, with what it was computed from."""
+
+    model: Recognizer
+    image: DecodedImage
+    item: Any  # what preprocess made of the image
+    output: Any
 
 
 def inspect_upload(data: bytes, settings: Settings) -> ImageInfo:
@@ -88,9 +105,16 @@ class AnalysisPipeline:
         result, _ = await self.run(batcher, type_, data, info, params)
         return result
 
-    async def analyze_file(self, path: Path, type_: str, params: dict[str, Any]) -> PipelineResult:
-        data = await asyncio.get_running_loop().run_in_executor(self.decode_pool, path.read_bytes)
-        return await self.analyze(data, type_, params)
+    async def predict(self, type_: str, data: bytes) -> Prediction:
+        """inspect → decode → preprocess → the batched model call, without postprocess: for
+        callers that work with the model's own output (the gallery's faces and descriptors).
+        Raises ModelUnavailableError, then ImageError."""
+        batcher = await self.batcher(type_)
+        info = await self.in_pool(self.inspect, data)
+        model = batcher.model
+        with batcher.expecting():
+            image, item = await self.in_pool(stages.prepare, model, data, info, self.decode_budget)
+        return Prediction(model, image, item, await batcher.submit(item))
 
     # The steps, for the HTTP service.
 

@@ -43,7 +43,7 @@ class PipelineResult:
 
     def data(self) -> dict[str, Any]:
         """The API's ``data`` for this image and type, without what the service adds (quota,
-        id, cached, elapsed_ms: server/service/analysis.py)."""
+        id, cached, elapsed_ms: server/service/application.py)."""
         return {
             "error": 0,
             "type": self.type,

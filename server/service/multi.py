@@ -1,31 +1,36 @@
-"""Several analyses of one image for one quota unit, and batches of such images (the Google
-Cloud Vision dialect's `images:annotate`: one image, several features).
+"""Several analyses of one image for one quota unit, and batches of such images (what the
+Google Cloud Vision dialect's `images:annotate` asks: several features of each image).
 
-One image: the checks of /api/v2/ in their order after the key (402 → 413/415/412 → 503),
-one unit reserved, the image decoded once and each type's model called once
-(AnalysisPipeline.run_types), each type's result stored as /api/v2/ stores it, the unit kept.
+One image: /api/v2/'s checks in their order after the key (402 → 413/415/412 → 503), one
+unit reserved, the image decoded once and each type's model called once
+(AnalysisPipeline.run_types), each type's result stored as /api/v2/ stores it.
 
 A batch: its images side by side, one unit each. An image's own fault (not an image, too
-large, a bad parameter) is its answer alone; an error of the call (no quota left, the server
-overloaded, the client gone) fails the whole batch and gives back every unit of it, since no
-image of it is answered."""
+large, a bad parameter) is its answer alone and costs nothing; an error of the call (no quota
+left, the server overloaded, the client gone) fails the whole batch and gives back every unit
+of it, since none of its images is answered. So the units are kept only once the whole batch
+is done."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 
 from models.images import ImageError, ImageInfo
 from server.errors import ApiError, ErrorKind, ModelUnavailableError, api_error
-from server.pipeline.analysis import AnalysisPipeline, PipelineResult
+from server.pipeline.analysis import PipelineResult
 from server.pipeline.batching import Batcher
-from server.service.analysis import analysis_data
-from server.store.keys import KeyRecord, KeyStore, Reservation
-from server.store.results import ResultStore, lookup_hash
+from server.service.quota import QuotaCharge
+from server.store.keys import KeyRecord, Reservation
+from server.store.results import lookup_hash
+
+if TYPE_CHECKING:
+    from server.service.application import ApplicationService
 
 # An image's own faults: answered for that image only.
 IMAGE_FAULTS = frozenset(
@@ -49,118 +54,122 @@ class ImageJob:
 
 
 def is_image_fault(exc: BaseException) -> bool:
+    """Whether an error is one image's own (else it fails the whole call)."""
     if isinstance(exc, ImageError):
         return True
     error = api_error(exc) if isinstance(exc, Exception) else None
     return error is not None and error.kind in IMAGE_FAULTS
 
 
-class MultiAnalysis:
-    """Runs ImageJobs for the ApplicationService."""
+def _check_image(
+    service: ApplicationService, job: ImageJob, batchers: dict[str, Batcher]
+) -> ImageInfo:
+    """413, 415, 412 from the header, then 503 for a type no model serves. Blocking: in the
+    same trip off the event loop as the quota."""
+    info = service.pipeline.inspect(job.data)
+    missing = sorted(set(job.types) - set(batchers))
+    if missing:
+        service.pipeline.check_decodable(job.data, info)  # undecodable is 412 before 503
+        raise ModelUnavailableError(f"type {missing[0]} is unavailable")
+    return info
 
-    def __init__(self, keys: KeyStore, results: ResultStore, pipeline: AnalysisPipeline):
-        self.keys = keys
-        self.results = results
-        self.pipeline = pipeline
 
-    async def _admit(
-        self, key: KeyRecord, job: ImageJob, batchers: dict[str, Batcher]
-    ) -> tuple[Reservation, ImageInfo]:
-        """402 → 413/415/412 → 503 in one trip off the event loop; the unit taken is given
-        back if a later check fails."""
+def _refuse_overloaded(
+    service: ApplicationService, key: KeyRecord, data: bytes, batcher: Batcher
+) -> None:
+    """As /api/v2/: refused before decoding and without taking quota; 402 and the image's
+    own checks still answer first. Blocking."""
+    if service.keys.remaining(key) == 0:
+        raise ApiError(ErrorKind.QUOTA_REACHED)
+    service.pipeline.inspect(data)
+    raise batcher.overloaded()
 
-        def checks() -> tuple[Reservation, ImageInfo]:
-            full = [b for b in batchers.values() if not b.has_room()]
-            if full:  # refused before decoding and without taking quota, as /api/v2/
-                if self.keys.remaining(key) == 0:
-                    raise ApiError(ErrorKind.QUOTA_REACHED)
-                self.pipeline.inspect(job.data)
-                raise full[0].overloaded()
-            reservation = self.keys.reserve(key)
-            try:
-                info = self.pipeline.inspect(job.data)
-                missing = set(job.types) - set(batchers)
-                if missing:
-                    self.pipeline.check_decodable(job.data, info)
-                    raise ModelUnavailableError(f"type {sorted(missing)[0]} is unavailable")
-            except BaseException:
-                self.keys.refund(reservation)
-                raise
-            return reservation, info
 
-        return await run_in_threadpool(checks)
-
-    async def _batchers(self, types: dict[str, dict[str, Any]]) -> dict[str, Batcher]:
-        batchers = {}
-        for type_ in types:
-            batcher, _ = await self.pipeline.batcher_or_error(type_)
-            if batcher is not None:
-                batchers[type_] = batcher
-        return batchers
-
-    def _store(
-        self, key: KeyRecord, job: ImageJob, info: ImageInfo, results: dict[str, PipelineResult]
-    ) -> dict[str, str | None]:
-        """Each type's result stored (type=cache lists them); None: storing is off."""
-        ids = {}
-        for type_, result in results.items():
-            identity = {**job.types[type_], "_state": ""}
-            lookup = lookup_hash(key.id, info.sha256, type_, identity, result.model)
-            ids[type_] = self.results.save(
-                key.id, type_, info, job.types[type_], result.model, result.analysis, lookup
-            )
-        return ids
-
-    async def analyze(
-        self, key: KeyRecord, job: ImageJob
-    ) -> tuple[Reservation, dict[str, dict[str, Any]]]:
-        """One image's analyses (the /api/v2/ ``data`` of each type), its unit reserved and
-        not yet kept: the caller settles or refunds it."""
-        started = time.perf_counter()
-        batchers = await self._batchers(job.types)
-        reservation, info = await self._admit(key, job, batchers)
-        try:
-            results = await self.pipeline.run_types(batchers, job.data, info, job.types)
-            ids = await run_in_threadpool(self._store, key, job, info, results)
-        except BaseException:
-            await asyncio.shield(run_in_threadpool(self.keys.refund, reservation))
-            raise
-        return reservation, {
-            type_: analysis_data(
-                result,
-                quota=reservation.remaining,
-                result_id=ids[type_],
-                cached=False,
-                started=started,
-            )
-            for type_, result in results.items()
-        }
-
-    async def analyze_batch(
-        self, key: KeyRecord, jobs: list[ImageJob]
-    ) -> list[dict[str, dict[str, Any]] | Exception]:
-        """Each image's analyses, or its own fault, in order; one unit per image answered.
-        An error of the call is raised, every unit of the batch given back."""
-        tasks = [asyncio.ensure_future(self.analyze(key, job)) for job in jobs]
-        try:
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        except asyncio.CancelledError:  # the client left: what was analysed is given back
-            done = [
-                t.result()[0]
-                for t in tasks
-                if t.done() and not t.cancelled() and t.exception() is None
-            ]
-            await asyncio.shield(run_in_threadpool(lambda: [self.keys.refund(r) for r in done]))
-            raise
-        reservations = [o[0] for o in outcomes if isinstance(o, tuple)]
-        call_error = next(
-            (o for o in outcomes if isinstance(o, BaseException) and not is_image_fault(o)),
-            None,
+def _store(
+    service: ApplicationService,
+    key: KeyRecord,
+    job: ImageJob,
+    results: dict[str, PipelineResult],
+) -> dict[str, str | None]:
+    """Each type's result stored (type=cache lists them); an id None: storing is off."""
+    ids = {}
+    for type_, result in results.items():
+        params = job.types[type_]
+        lookup = lookup_hash(
+            key.id, result.info.sha256, type_, {**params, "_state": ""}, result.model
         )
-        if call_error is not None:
-            await asyncio.shield(
-                run_in_threadpool(lambda: [self.keys.refund(r) for r in reservations])
-            )
-            raise call_error
-        await run_in_threadpool(lambda: [self.keys.settle(r) for r in reservations])
-        return [o[1] if isinstance(o, tuple) else o for o in outcomes]
+        ids[type_] = service.results.save(
+            key.id, type_, result.info, params, result.model, result.analysis, lookup
+        )
+    return ids
+
+
+async def analyze_image(
+    service: ApplicationService, key: KeyRecord, job: ImageJob
+) -> tuple[Reservation, dict[str, dict[str, Any]]]:
+    """One image's analyses: each type's /api/v2/ ``data``. Its unit is reserved and left
+    pending (neither kept nor given back) for the batch to decide; given back if it fails."""
+    started = time.perf_counter()
+    batchers: dict[str, Batcher] = {}
+    for type_ in job.types:
+        batcher, _ = await service.pipeline.batcher_or_error(type_)
+        if batcher is not None:
+            batchers[type_] = batcher
+    for batcher in batchers.values():
+        if not batcher.has_room():
+            await run_in_threadpool(_refuse_overloaded, service, key, job.data, batcher)
+    checks = functools.partial(_check_image, service, job, batchers)
+    async with QuotaCharge(service.keys, key, lambda _reservation: checks()) as charge:
+        info = charge.value
+        assert info is not None
+        results = await service.pipeline.run_types(batchers, job.data, info, job.types)
+        ids = await run_in_threadpool(_store, service, key, job, results)
+        charge.stored()  # pending: analyze_batch keeps or gives back the unit
+    elapsed_ms = round((time.perf_counter() - started) * 1000.0, 1)
+    return charge.reservation, {
+        type_: {
+            **result.data(),
+            "quota": charge.remaining,
+            "id": ids[type_],
+            "cached": False,
+            "elapsed_ms": elapsed_ms,
+        }
+        for type_, result in results.items()
+    }
+
+
+def _settle_all(service: ApplicationService, reservations: list[Reservation]) -> None:
+    for reservation in reservations:
+        service.keys.settle(reservation)
+
+
+def _refund_all(service: ApplicationService, reservations: list[Reservation]) -> None:
+    for reservation in reservations:
+        service.keys.refund(reservation)
+
+
+async def analyze_batch(
+    service: ApplicationService, key: KeyRecord, jobs: list[ImageJob]
+) -> list[dict[str, dict[str, Any]] | Exception]:
+    """Each image's analyses, or its own fault, in order; one unit per image answered. An
+    error of the call is raised, every unit of the batch given back."""
+    tasks = [asyncio.ensure_future(analyze_image(service, key, job)) for job in jobs]
+    try:
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    except asyncio.CancelledError:  # the client left: what was analysed is given back
+        done = [
+            task.result()[0]
+            for task in tasks
+            if task.done() and not task.cancelled() and task.exception() is None
+        ]
+        await asyncio.shield(run_in_threadpool(_refund_all, service, done))
+        raise
+    reservations = [outcome[0] for outcome in outcomes if isinstance(outcome, tuple)]
+    call_error = next(
+        (o for o in outcomes if isinstance(o, BaseException) and not is_image_fault(o)), None
+    )
+    if call_error is not None:
+        await asyncio.shield(run_in_threadpool(_refund_all, service, reservations))
+        raise call_error
+    await run_in_threadpool(_settle_all, service, reservations)
+    return [o[1] if isinstance(o, tuple) else o for o in outcomes]  # type: ignore[misc]

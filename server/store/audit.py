@@ -35,6 +35,8 @@ FACE_REMOVED = "gallery.remove_face"
 PERSON_ADDED = "gallery.add_person"
 PERSON_RENAMED = "gallery.rename_person"
 GALLERY_EMPTIED = "gallery.remove_everyone"
+COLLECTION_CREATED = "gallery.create_collection"
+COLLECTION_DELETED = "gallery.delete_collection"
 RESULTS_PURGED = "results.purge"
 RESULTS_EXPIRED = "results.expire"
 RESULT_DELETED = "results.delete"
@@ -48,6 +50,8 @@ ACTIONS = (
     PERSON_ADDED,
     PERSON_RENAMED,
     GALLERY_EMPTIED,
+    COLLECTION_CREATED,
+    COLLECTION_DELETED,
     RESULTS_PURGED,
     RESULTS_EXPIRED,
     RESULT_DELETED,

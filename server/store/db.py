@@ -21,6 +21,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -99,13 +100,32 @@ class StoredResult(Base):
     lookup_hash: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
 
 
-class Person(Base):
-    """Someone the operator enrolled in the gallery of known people."""
+class Collection(Base):
+    """A named set of people in the gallery; the one named "default" is the gallery that the
+    v2, DeepStack and CompreFace APIs use, made by migration 0004 and never deleted."""
 
-    __tablename__ = "people"
+    __tablename__ = "collections"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The gallery_state counter as of this collection's last change of descriptors: never the
+    # same for two different contents, even across collections deleted and made again.
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class Person(Base):
+    """Someone the operator enrolled in the gallery of known people; names are unique within
+    a collection."""
+
+    __tablename__ = "people"
+    __table_args__ = (UniqueConstraint("collection_id", "name", name="uq_people_collection_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -115,13 +135,27 @@ class GalleryFace(Base):
 
     __tablename__ = "gallery_faces"
 
+    # Internal (descriptors point to it); SQLite may hand it out again after a delete.
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The id clients see: a UUID, never issued twice; faces from before migration 0004 keep
+    # their old integer id as text ("17"), which no UUID can equal.
+    public_id: Mapped[str] = mapped_column(String(36), unique=True, nullable=False)
     person_id: Mapped[int] = mapped_column(
         ForeignKey("people.id", ondelete="CASCADE"), nullable=False, index=True
     )
     source: Mapped[str] = mapped_column(String(500), nullable=False)
     aligned_png: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Where the face came from, where known (NULL for faces from before migration 0004): a
+    # UUID naming the input image, the client's own name for it, the detector's box as
+    # ratios of the image's width and height, and the detector's probability (0..1).
+    image_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    external_image_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    box_left: Mapped[float | None] = mapped_column(Float, nullable=True)
+    box_top: Mapped[float | None] = mapped_column(Float, nullable=True)
+    box_width: Mapped[float | None] = mapped_column(Float, nullable=True)
+    box_height: Mapped[float | None] = mapped_column(Float, nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class FaceDescriptor(Base):
@@ -158,7 +192,9 @@ class AuditEntry(Base):
 
 class GalleryState(Base):
     """One row whose counter grows with every gallery change, so that each server process
-    knows when its in-memory copy of the descriptors is stale."""
+    knows when its in-memory copy of the descriptors is stale. Every gallery change updates
+    it first: that row lock (SQLite: the write lock) makes gallery changes one at a time, so
+    that a change reads what the previous one wrote (server/store/gallery.py)."""
 
     __tablename__ = "gallery_state"
 

@@ -15,7 +15,15 @@ from typing import Any
 from tqdm import tqdm
 
 from server.store import audit
-from server.store.gallery import Gallery, GalleryError, check_name, check_source, enrolment_faces
+from server.store.gallery import (
+    DEFAULT_COLLECTION,
+    Gallery,
+    GalleryError,
+    check_external_image_id,
+    check_name,
+    check_source,
+    enrolment_faces,
+)
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 REINDEX_CHUNK = 32  # crops described per model call
@@ -30,15 +38,21 @@ def enrol_photos(
     min_probability: float | None = None,
     *,
     actor: str = audit.CLI_ACTOR,
+    collection: str = DEFAULT_COLLECTION,
+    external_image_id: str | None = None,
 ) -> dict[str, Any]:
-    """Adds one face from each photo to ``name``, all or nothing, audited as done by
-    ``actor``; what the database cannot hold is refused before the model runs.
-    ``min_probability`` (0..1): faces the detector is less sure of do not count."""
+    """Adds one face from each photo to ``name`` in ``collection``, all or nothing, audited
+    as done by ``actor``; what the database cannot hold is refused before the model runs.
+    ``min_probability`` (0..1): faces the detector is less sure of do not count. Each face
+    keeps its photo's new image id, ``external_image_id``, its box and probability."""
     check_name(name)
     for source, _ in photos:
         check_source(source)
-    faces = enrolment_faces(model, photos, max_pixels, min_probability)
-    return gallery.enrol(name, faces, model.descriptor_name, actor=actor)
+    check_external_image_id(external_image_id)
+    faces = enrolment_faces(model, photos, max_pixels, min_probability, external_image_id)
+    return gallery.enrol(
+        name, faces, model.descriptor_name, actor=actor, collection=collection
+    )
 
 
 def folder_photos(root: Path) -> list[tuple[str, Path]]:
@@ -68,13 +82,17 @@ def import_folder(
     work: list[tuple[str, Path]],
     max_pixels: int,
     on_skip: Callable[[str], None] = lambda reason: None,
+    collection: str = DEFAULT_COLLECTION,
 ) -> ImportReport:
     """Enrols each photo on its own, so that one bad photo is reported (``on_skip``) and
     skipped without losing the others; a progress bar on stderr."""
     report = ImportReport(len(work), len({name for name, _ in work}))
     for name, photo in tqdm(work, unit="photo", desc="enrolling", leave=False):
         try:
-            enrol_photos(gallery, model, name, [(str(photo), photo.read_bytes())], max_pixels)
+            enrol_photos(
+                gallery, model, name, [(str(photo), photo.read_bytes())], max_pixels,
+                collection=collection,
+            )
         except (GalleryError, OSError) as exc:
             report.skipped.append(str(exc))
             on_skip(str(exc))

@@ -42,10 +42,6 @@ class RequestRecord:
 current: ContextVar[RequestRecord | None] = ContextVar("imagerecognize_request", default=None)
 
 
-def current_request() -> RequestRecord | None:
-    return current.get()
-
-
 def note_type(type_: str | None) -> None:
     """The type the request asked for (before any check)."""
     if (record := current.get()) is not None and type_:

@@ -1,3 +1,7 @@
-"""The CompreFace dialect: `/api/v1/recognition/...` (recognize, subjects, faces), answered by
-the same pipeline, gallery, keys and quota as /api/v2/ (docs/compat.md). Imports the service,
-the store and the HTTP helpers of its parent package."""
+"""The CompreFace dialect: everything under `/api/v1/` (recognition, detection,
+verification), answered by the same service as /api/v2/ (docs/compat.md). Imports the service,
+the shared HTTP helpers, errors, catalog, settings and telemetry; nothing below the service."""
+
+from server.http.compreface.routes import router
+
+__all__ = ["router"]

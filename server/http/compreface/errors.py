@@ -8,9 +8,9 @@ import logging
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from server.errors import ApiError, ErrorKind, api_error
-from server.http.respond import NO_SNIFF_NO_STORE, request_id
-from server.store.gallery import (
+from server.errors import ErrorKind
+from server.http.respond import NO_SNIFF_NO_STORE, answered_error
+from server.service.application import (
     FaceNotFoundError,
     GalleryError,
     ManyFacesError,
@@ -75,8 +75,8 @@ _API_ERRORS: dict[ErrorKind, tuple[int, int]] = {
 }
 
 
-def compreface_error(exc: Exception) -> CompreFaceError | None:
-    """The answer to an error raised while serving a request; None: an internal error."""
+def compreface_error(request: Request, exc: Exception) -> CompreFaceError:
+    """The answer to an error raised while serving a request, in CompreFace's terms."""
     if isinstance(exc, CompreFaceError):
         return exc
     if isinstance(exc, NoFaceError):
@@ -93,9 +93,7 @@ def compreface_error(exc: Exception) -> CompreFaceError | None:
         return CompreFaceError(400, BAD_FILE, str(exc))
     if isinstance(exc, GalleryError):
         return CompreFaceError(400, INVALID_VALUE, str(exc))
-    error = api_error(exc)
-    if error is None:
-        return None
+    error = answered_error(request, exc)  # a 500 carries no exception text
     if error.kind is ErrorKind.APIKEY_MISSING:
         return missing_header()
     status, code = _API_ERRORS.get(error.kind, (error.status, UNDEFINED))
@@ -103,17 +101,14 @@ def compreface_error(exc: Exception) -> CompreFaceError | None:
     return CompreFaceError(status, code, error.status_message, headers)
 
 
-def error_body(request: Request, exc: Exception) -> JSONResponse:
-    """``exc`` as CompreFace's error body; a 500 never carries exception text (the log has
-    it under the request id)."""
-    error = compreface_error(exc)
-    if error is None:
-        log.exception("request %s failed", request_id(request))
-        error = CompreFaceError(500, UNDEFINED, ApiError(ErrorKind.INTERNAL).status_message)
-    elif error.status == ErrorKind.CLIENT_CLOSED.status:
-        log.info("request %s: client left before its answer", request_id(request))
+def compreface_response(error: CompreFaceError) -> JSONResponse:
     return JSONResponse(
         {"message": error.message, "code": error.code},
         status_code=error.status,
         headers={**NO_SNIFF_NO_STORE, **(error.headers or {})},
     )
+
+
+def error_body(request: Request, exc: Exception) -> JSONResponse:
+    """``exc`` as CompreFace's error body."""
+    return compreface_response(compreface_error(request, exc))

@@ -1,452 +1,372 @@
-"""CompreFace's recognition service under /api/v1 (header ``x-api-key``), over our pipeline,
-gallery, keys and quota; docs/compat.md describes every route and difference.
+"""CompreFace's API under /api/v1 (header ``x-api-key``), over the service: docs/compat.md
+describes every route and difference.
 
-POST   /api/v1/recognition/recognize            file (multipart, or JSON base64): 1 quota unit
-POST   /api/v1/recognition/subjects             {"subject"}: a person with no faces yet
-GET    /api/v1/recognition/subjects             every person's name
-PUT    /api/v1/recognition/subjects/{s}         {"subject": new}: rename (merges into new)
-DELETE /api/v1/recognition/subjects/{s}         one person; without {s}: everyone
-POST   /api/v1/recognition/faces?subject=       file: enrol one face
-GET    /api/v1/recognition/faces?page=&size=&subject=
-DELETE /api/v1/recognition/faces?subject=       a person's faces (and the person)
-DELETE /api/v1/recognition/faces/{image_id}     one face
+Recognition service, /api/v1/recognition:
+POST   /recognize                    file (multipart, or JSON base64): 1 quota unit
+POST   /subjects                     {"subject"}: a person with no faces yet
+GET    /subjects                     every person's name
+PUT    /subjects/{s}                 {"subject": new}: rename (merges into new)
+DELETE /subjects/{s}                 one person; without {s}: everyone
+POST   /faces?subject=               file: enrol one face
+GET    /faces?page=&size=&subject=
+DELETE /faces?subject=               a person's faces (and the person)
+DELETE /faces/{image_id}             one face
+POST   /faces/delete                 [image_id, ...]: several faces
+GET    /faces/{image_id}/img         the enrolled face as kept: its aligned crop, a JPEG
+POST   /faces/{image_id}/verify      file: its faces against that enrolled face, 1 unit
+Detection service:    POST /api/v1/detection/detect        file: faces, 1 unit
+Verification service: POST /api/v1/verification/verify     source_image, target_image: 1 unit
 
-The gallery routes need an admin key, as /api/v2/gallery/ does, and take no quota.
+The gallery routes need an admin key, as /api/v2/gallery/ does, and take no quota. Every other
+path under /api/v1/ answers in CompreFace's error body too.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
-import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
+from fastapi.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match
 
-from models.celebrities.dlib_faces import CANDIDATES_PARAM
-from server.errors import ApiError, ErrorKind
+from server.catalog import FACES_TYPE
+from server.http.compreface import shapes
 from server.http.compreface.errors import (
-    BAD_FILE,
     INVALID_VALUE,
     MISSING_PARAMETER,
-    MISSING_PART,
-    NO_FACE,
-    NO_FACE_MESSAGE,
+    UNDEFINED,
     CompreFaceError,
+    compreface_response,
     error_body,
-    missing_header,
     subject_not_found,
 )
-from server.http.disconnect import until_disconnected
-from server.http.respond import NO_SNIFF_NO_STORE
-from server.http.state import AppState, State, get_state
-from server.http.upload import (
-    FORM_OVERHEAD_BYTES,
+from server.http.compreface.requests import (
     MAX_FIELD_BYTES,
-    UploadTooLargeError,
-    read_upload,
+    AdminKey,
+    ApiKey,
+    bool_query,
+    face_plugins,
+    int_query,
+    json_body,
+    probability_query,
+    read_image,
+    read_images,
+    subject_body,
+    subject_query,
 )
-from server.service.admission import admit
-from server.service.form import Upload
-from server.service.gallery import FACES_TYPE, enrol_in_gallery
-from server.store.audit import api_actor
-from server.store.gallery import FaceNotFoundError, PersonNotFoundError
-from server.store.keys import KeyRecord
+from server.http.disconnect import until_disconnected
+from server.http.envelope import NO_SNIFF_NO_STORE
+from server.http.observability import GALLERY_TYPE
+from server.http.respond import dialect_route
+from server.http.state import Service
+from server.service.application import FaceNotFoundError, PersonNotFoundError
+from server.service.faces import DescribedImage, FaceDescription
 from server.telemetry.requests import note_answer, note_type
 
-router = APIRouter(prefix="/api/v1/recognition", include_in_schema=False)
+PREFIX = "/api/v1"
+router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=dialect_route(error_body))
 
-TYPE = FACES_TYPE  # the type whose model enrols and recognises
-API_KEY_HEADER = "x-api-key"
 MAX_PREDICTION_COUNT = 100
 DEFAULT_PAGE_SIZE = 20  # CompreFace's (Spring's) page size
 MAX_PAGE_SIZE = 1000
-MAX_FACE_ID = 2**63 - 1
-PLUGINS_SEPARATOR = re.compile(r"[,\s]+")
-LANDMARKS_PLUGIN = "landmarks"
-BASE64_FILE_NAME = "file"  # a JSON body's image has no file name of its own
+MAX_FACE_ID_CHARS = 64  # a UUID, or an older face's integer id
+MAX_FACES_PER_DELETE = 1000
 
 
-async def answer(
-    request: Request, work: Callable[[], Awaitable[Any]], status: int = 200
-) -> JSONResponse:
-    """``work()``'s body with ``status``, or its error as CompreFace's ``{message, code}``."""
-    with get_state(request).trimmer.request():
-        try:
-            body = await work()
-        except ClientDisconnect:
-            return error_body(request, ApiError(ErrorKind.CLIENT_CLOSED))
-        except Exception as exc:
-            return error_body(request, exc)
-        return JSONResponse(body, status_code=status, headers=NO_SNIFF_NO_STORE)
+def answer(body: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=NO_SNIFF_NO_STORE)
 
 
-def api_key(request: Request) -> str:
-    key = request.headers.get(API_KEY_HEADER, "").strip()
-    if not key:
-        raise missing_header()
-    return key
+def face_id(image_id: str) -> str:
+    """An image id as the gallery's face id; 404 (code 11) for what no face id can be."""
+    if (
+        not image_id
+        or len(image_id) > MAX_FACE_ID_CHARS
+        or not image_id.isascii()
+        or not image_id.isprintable()
+    ):
+        raise FaceNotFoundError(f"Image {image_id[:MAX_FACE_ID_CHARS]} not found")
+    return image_id
 
 
-async def admin_key(request: Request, state: AppState) -> KeyRecord:
-    """The request's key, if it is an admin's: the gallery is the operator's."""
-    key = await run_in_threadpool(state.keys.authenticate, api_key(request))
-    if key is None:
-        raise ApiError(ErrorKind.APIKEY_INVALID)
-    if not key.is_admin:
-        raise ApiError(ErrorKind.APIKEY_NOT_ADMIN)
-    return key
-
-
-# --- query parameters ----------------------------------------------------------------------
-
-
-def _invalid(name: str, expected: str) -> CompreFaceError:
-    return CompreFaceError(400, INVALID_VALUE, f"{name} must be {expected}")
-
-
-def int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name, "").strip()
-    if not raw:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not low <= int(raw) <= high:
-        raise _invalid(name, f"an integer from {low} to {high}")
-    return int(raw)
-
-
-def probability_query(request: Request, name: str) -> float | None:
-    raw = request.query_params.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise _invalid(name, "a number from 0 to 1")
-    return value
-
-
-def bool_query(request: Request, name: str, default: bool) -> bool:
-    raw = request.query_params.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw not in ("true", "false"):
-        raise _invalid(name, "true or false")
-    return raw == "true"
-
-
-def subject_query(request: Request) -> str | None:
-    subject = request.query_params.get("subject")
-    return subject.strip() if subject is not None and subject.strip() else None
-
-
-# --- bodies --------------------------------------------------------------------------------
-
-
-def _is_json(request: Request) -> bool:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower() in (
-        "application/json",
-        "text/json",
-    )
-
-
-async def _json_body(request: Request, limit: int) -> dict[str, Any]:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(ErrorKind.IMAGE_TOO_LARGE)
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise ApiError(ErrorKind.IMAGE_TOO_LARGE)
-    try:
-        parsed = await run_in_threadpool(json.loads, bytes(body))
-    except (ValueError, UnicodeDecodeError):
-        raise CompreFaceError(400, INVALID_VALUE, "the body is not valid JSON") from None
-    if not isinstance(parsed, dict):
-        raise CompreFaceError(400, INVALID_VALUE, "the body must be a JSON object")
-    return parsed
-
-
-def _decode_base64(text: str) -> bytes:
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise CompreFaceError(400, BAD_FILE, "Provided value is not Base64") from None
-
-
-async def read_image(request: Request, state: AppState) -> tuple[str, bytes]:
-    """The posted image and its file name: multipart part ``file``, or JSON ``{"file":
-    base64}``; within the upload size limit (413 beyond it)."""
-    limit = state.settings.max_upload_bytes
-    if _is_json(request):
-        # Base64 is 4/3 of the bytes it encodes.
-        body = await _json_body(request, limit * 4 // 3 + FORM_OVERHEAD_BYTES)
-        encoded = body.get("file")
-        if not isinstance(encoded, str) or not encoded.strip():
-            raise CompreFaceError(400, MISSING_PART, "Required part file is missing")
-        data = await run_in_threadpool(_decode_base64, encoded)
-        if len(data) > limit:
-            raise ApiError(ErrorKind.IMAGE_TOO_LARGE)
-        return BASE64_FILE_NAME, data
-    try:
-        upload = await read_upload(request, limit)
-    except UploadTooLargeError:
-        raise ApiError(ErrorKind.IMAGE_TOO_LARGE) from None
-    if not upload.files:
-        raise CompreFaceError(400, MISSING_PART, "Required part file is missing")
-    return upload.files[0]
-
-
-async def subject_body(request: Request) -> str:
-    """The ``subject`` of a JSON body ``{"subject": name}``."""
-    body = await _json_body(request, MAX_FIELD_BYTES)
-    subject = body.get("subject")
-    if not isinstance(subject, str) or not subject.strip():
-        raise CompreFaceError(400, INVALID_VALUE, "Subject name is empty")
-    return subject.strip()
+def _limit(request: Request) -> int:
+    return int_query(request, "limit", 0, 0, 2**31 - 1)
 
 
 # --- recognition ---------------------------------------------------------------------------
 
 
-def _box(face: dict[str, Any]) -> dict[str, Any]:
-    box = face["box"]
-    return {
-        # Detection confidence back on CompreFace's 0..1 scale.
-        "probability": round(face["confidence"] / 100.0, 4),
-        "x_max": box["left"] + box["width"],
-        "y_max": box["top"] + box["height"],
-        "x_min": box["left"],
-        "y_min": box["top"],
-    }
-
-
-def recognition_result(
-    faces: list[dict[str, Any]],
-    *,
-    det_prob_threshold: float | None,
-    limit: int,
-    landmarks: bool,
-) -> list[dict[str, Any]]:
-    """The analysis' faces in CompreFace's shape; NoFace (28) when none is left after
-    ``det_prob_threshold``. ``limit`` > 0 keeps the largest faces, as CompreFace does."""
-    if det_prob_threshold is not None:
-        faces = [f for f in faces if f["confidence"] / 100.0 >= det_prob_threshold]
-    if limit > 0 and len(faces) > limit:
-        largest = sorted(faces, key=lambda f: f["box"]["width"] * f["box"]["height"])[-limit:]
-        faces = [f for f in faces if any(f is kept for kept in largest)]
-    if not faces:
-        raise CompreFaceError(400, NO_FACE, NO_FACE_MESSAGE)
+@router.post("/recognition/recognize")
+async def recognize(request: Request, service: Service, key: ApiKey) -> JSONResponse:
+    note_type(FACES_TYPE)
+    # The query's checks come before the upload is read, as CompreFace's do.
+    limit = _limit(request)
+    prediction_count = int_query(request, "prediction_count", 1, 1, MAX_PREDICTION_COUNT)
+    det_prob_threshold = probability_query(request, "det_prob_threshold")
+    plugins = face_plugins(request)
+    status = bool_query(request, "status", False)
+    bool_query(request, "detect_faces", True)  # checked; faces are always detected
+    _, data = await read_image(request, service.settings)
+    analysed = await until_disconnected(
+        request, service.recognize_candidates(key, data, prediction_count)
+    )
+    note_answer(analysed)
     result = []
-    for face in faces:
-        entry: dict[str, Any] = {
-            "box": _box(face),
-            "subjects": [
-                # Similarity is our match confidence on a 0..1 scale (docs/compat.md).
-                {"subject": match["name"], "similarity": round(match["confidence"] / 100.0, 4)}
-                for match in face["matches"]
-            ],
-        }
-        if landmarks:
-            entry["landmarks"] = [[point["x"], point["y"]] for point in face["landmarks"].values()]
+    for found in shapes.kept_faces(analysed["faces"], det_prob_threshold, limit):
+        entry = shapes.face(found, plugins)
+        # Similarity is our match confidence on a 0..1 scale (docs/compat.md).
+        entry["subjects"] = [
+            {"subject": match["name"], "similarity": shapes.ratio(match["confidence"])}
+            for match in found["matches"]
+        ]
         result.append(entry)
-    return result
-
-
-@router.post("/recognize")
-async def recognize(request: Request, state: State) -> JSONResponse:
-    async def work() -> dict[str, Any]:
-        note_type(TYPE)
-        key = api_key(request)
-        # The query's checks come before the upload is read, as CompreFace's do.
-        limit = int_query(request, "limit", 0, 0, 2**31 - 1)
-        prediction_count = int_query(request, "prediction_count", 1, 1, MAX_PREDICTION_COUNT)
-        det_prob_threshold = probability_query(request, "det_prob_threshold")
-        plugins = PLUGINS_SEPARATOR.split(request.query_params.get("face_plugins", "").lower())
-        status = bool_query(request, "status", False)
-        bool_query(request, "detect_faces", True)  # checked; faces are always detected
-        source, data = await read_image(request, state)
-        upload = Upload(fields={"apikey": key, "type": TYPE}, file=data, files=[(source, data)])
-        admitted = await admit(
-            state.keys,
-            state.results,
-            state.pipeline,
-            upload,
-            False,
-            route_params={CANDIDATES_PARAM: prediction_count},
+    body: dict[str, Any] = {"result": result}
+    if status:
+        model = analysed["model"]
+        body["plugins_versions"] = shapes.plugins_versions(
+            f"{model['name']} {model['version']}", plugins
         )
-        analysed = await until_disconnected(request, state.service.analyze(admitted))
-        note_answer(analysed)
-        body: dict[str, Any] = {
-            "result": recognition_result(
-                analysed["faces"],
-                det_prob_threshold=det_prob_threshold,
-                limit=limit,
-                landmarks=LANDMARKS_PLUGIN in plugins,  # other plugins are ignored
-            )
-        }
-        if status:
-            model = analysed["model"]
-            body["plugins_versions"] = {
-                "detector": "mtcnn",
-                "calculator": f"{model['name']} {model['version']}",
-            }
-        return body
-
-    return await answer(request, work)
+    return answer(body)
 
 
 # --- subjects ------------------------------------------------------------------------------
 
 
-@router.post("/subjects")
-async def create_subject(request: Request, state: State) -> JSONResponse:
-    async def work() -> dict[str, Any]:
-        actor = api_actor((await admin_key(request, state)).name)
-        name = await subject_body(request)
-        return {"subject": await run_in_threadpool(state.gallery.add_person, name, actor=actor)}
-
-    return await answer(request, work, status=201)
+@router.post("/recognition/subjects")
+async def create_subject(request: Request, service: Service, key: AdminKey) -> JSONResponse:
+    note_type(GALLERY_TYPE)
+    name = await subject_body(request)
+    return answer({"subject": await service.add_person(name, actor=service.actor(key))}, 201)
 
 
-@router.get("/subjects")
-async def list_subjects(request: Request, state: State) -> JSONResponse:
-    async def work() -> dict[str, Any]:
-        await admin_key(request, state)
-        people = await run_in_threadpool(state.gallery.people)
-        return {"subjects": [person["name"] for person in people]}
-
-    return await answer(request, work)
+@router.get("/recognition/subjects")
+async def list_subjects(service: Service, _key: AdminKey) -> JSONResponse:
+    note_type(GALLERY_TYPE)
+    return answer({"subjects": await service.people_names()})
 
 
-@router.put("/subjects/{subject:path}")
-async def rename_subject(request: Request, state: State, subject: str) -> JSONResponse:
-    async def work() -> dict[str, Any]:
-        actor = api_actor((await admin_key(request, state)).name)
-        body = await _json_body(request, MAX_FIELD_BYTES)
-        new_name = body.get("subject")
-        if not isinstance(new_name, str) or not new_name.strip() or new_name.strip() == subject:
-            return {"updated": False}  # as CompreFace: nothing to do
-        try:
-            await run_in_threadpool(
-                state.gallery.rename_person, subject, new_name, actor=actor
-            )
-        except PersonNotFoundError:
-            raise subject_not_found(subject) from None
-        return {"updated": True}
-
-    return await answer(request, work)
+@router.put("/recognition/subjects/{subject:path}")
+async def rename_subject(
+    request: Request, service: Service, key: AdminKey, subject: str
+) -> JSONResponse:
+    note_type(GALLERY_TYPE)
+    body = await json_body(request, MAX_FIELD_BYTES)
+    new_name = body.get("subject")
+    if not isinstance(new_name, str) or not new_name.strip() or new_name.strip() == subject:
+        return answer({"updated": False})  # as CompreFace: nothing to do
+    try:
+        await service.rename_person(subject, new_name, actor=service.actor(key))
+    except PersonNotFoundError:
+        raise subject_not_found(subject) from None
+    return answer({"updated": True})
 
 
-@router.delete("/subjects/{subject:path}")
-async def delete_subject(request: Request, state: State, subject: str) -> JSONResponse:
-    async def work() -> dict[str, Any]:
-        actor = api_actor((await admin_key(request, state)).name)
-        try:
-            await run_in_threadpool(state.gallery.remove_person, subject, actor=actor)
-        except PersonNotFoundError:
-            raise subject_not_found(subject) from None
-        return {"subject": subject}
-
-    return await answer(request, work)
+@router.delete("/recognition/subjects/{subject:path}")
+async def delete_subject(service: Service, key: AdminKey, subject: str) -> JSONResponse:
+    note_type(GALLERY_TYPE)
+    try:
+        await service.remove_person(subject, actor=service.actor(key))
+    except PersonNotFoundError:
+        raise subject_not_found(subject) from None
+    return answer({"subject": subject})
 
 
-@router.delete("/subjects")
-async def delete_all_subjects(request: Request, state: State) -> JSONResponse:
-    async def work() -> dict[str, Any]:
-        actor = api_actor((await admin_key(request, state)).name)
-        people, _faces = await run_in_threadpool(state.gallery.remove_everyone, actor=actor)
-        return {"deleted": people}
-
-    return await answer(request, work)
+@router.delete("/recognition/subjects")
+async def delete_all_subjects(service: Service, key: AdminKey) -> JSONResponse:
+    note_type(GALLERY_TYPE)
+    people, _faces = await service.remove_everyone(actor=service.actor(key))
+    return answer({"deleted": people})
 
 
 # --- faces ---------------------------------------------------------------------------------
 
 
-@router.post("/faces")
-async def add_face(request: Request, state: State) -> JSONResponse:
-    async def work() -> dict[str, Any]:
-        actor = api_actor((await admin_key(request, state)).name)
-        subject = subject_query(request)
-        if subject is None:
-            raise CompreFaceError(
-                400, MISSING_PARAMETER, "Required request parameter 'subject' is not present"
-            )
-        det_prob_threshold = probability_query(request, "det_prob_threshold")
-        source, data = await read_image(request, state)
-        enrolled = await enrol_in_gallery(
-            state.pipeline, state.gallery, subject, [(source, data)],
-            actor=actor, min_probability=det_prob_threshold,
+@router.post("/recognition/faces")
+async def add_face(request: Request, service: Service, key: AdminKey) -> JSONResponse:
+    note_type(GALLERY_TYPE)
+    subject = subject_query(request)
+    if subject is None:
+        raise CompreFaceError(
+            400, MISSING_PARAMETER, "Required request parameter 'subject' is not present"
         )
-        return {"image_id": str(enrolled["face_ids"][0]), "subject": enrolled["name"]}
+    det_prob_threshold = probability_query(request, "det_prob_threshold")
+    source, data = await read_image(request, service.settings)
+    enrolled = await service.enrol(
+        subject, [(source, data)], actor=service.actor(key), min_probability=det_prob_threshold
+    )
+    return answer({"image_id": str(enrolled["face_ids"][0]), "subject": enrolled["name"]}, 201)
 
-    return await answer(request, work, status=201)
 
-
-@router.get("/faces")
-async def list_faces(request: Request, state: State) -> JSONResponse:
-    async def work() -> dict[str, Any]:
-        await admin_key(request, state)
-        page = int_query(request, "page", 0, 0, 2**31 - 1)
-        size = int_query(request, "size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
-        faces, total = await run_in_threadpool(
-            state.gallery.faces, subject_query(request), page * size, size
-        )
-        return {
-            "faces": [{"image_id": str(face_id), "subject": name} for face_id, name in faces],
+@router.get("/recognition/faces")
+async def list_faces(request: Request, service: Service, _key: AdminKey) -> JSONResponse:
+    note_type(GALLERY_TYPE)
+    page = int_query(request, "page", 0, 0, 2**31 - 1)
+    size = int_query(request, "size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+    faces, total = await service.faces(subject_query(request), page * size, size)
+    return answer(
+        {
+            "faces": [{"image_id": str(face), "subject": name} for face, name in faces],
             "page_number": page,
             "page_size": size,
             "total_pages": math.ceil(total / size),
             "total_elements": total,
         }
-
-    return await answer(request, work)
-
-
-@router.delete("/faces")
-async def delete_faces(request: Request, state: State) -> JSONResponse:
-    async def work() -> dict[str, Any]:
-        actor = api_actor((await admin_key(request, state)).name)
-        subject = subject_query(request)
-        if subject is None:  # CompreFace: every face of every subject
-            _people, faces = await run_in_threadpool(state.gallery.remove_everyone, actor=actor)
-            return {"deleted": faces}
-        try:
-            return {
-                "deleted": await run_in_threadpool(
-                    state.gallery.remove_person, subject, actor=actor
-                )
-            }
-        except PersonNotFoundError:
-            return {"deleted": 0}  # as CompreFace: nothing was there to remove
-
-    return await answer(request, work)
+    )
 
 
-@router.delete("/faces/{image_id}")
-async def delete_face(request: Request, state: State, image_id: str) -> JSONResponse:
-    async def work() -> dict[str, Any]:
-        actor = api_actor((await admin_key(request, state)).name)
-        not_found = FaceNotFoundError(f"Image {image_id} not found")
-        if not (image_id.isascii() and image_id.isdigit()) or len(image_id) > 19:
-            raise not_found
-        if int(image_id) > MAX_FACE_ID:
-            raise not_found
-        try:
-            name = await run_in_threadpool(
-                state.gallery.remove_face_by_id, int(image_id), actor=actor
-            )
-        except FaceNotFoundError:
-            raise not_found from None
-        return {"image_id": str(int(image_id)), "subject": name}
+@router.delete("/recognition/faces")
+async def delete_faces(request: Request, service: Service, key: AdminKey) -> JSONResponse:
+    note_type(GALLERY_TYPE)
+    subject = subject_query(request)
+    actor = service.actor(key)
+    if subject is None:  # CompreFace: every face of every subject
+        _people, faces = await service.remove_everyone(actor=actor)
+        return answer({"deleted": faces})
+    try:
+        return answer({"deleted": await service.remove_person(subject, actor=actor)})
+    except PersonNotFoundError:
+        return answer({"deleted": 0})  # as CompreFace: nothing was there to remove
 
-    return await answer(request, work)
+
+@router.post("/recognition/faces/delete")
+async def delete_faces_by_id(request: Request, service: Service, key: AdminKey) -> JSONResponse:
+    """Several faces by id; the ones that exist are deleted and listed, the others ignored
+    (as CompreFace)."""
+    note_type(GALLERY_TYPE)
+    ids = await json_body(request, MAX_FIELD_BYTES * 4, expected=list)
+    if len(ids) > MAX_FACES_PER_DELETE or not all(isinstance(i, str) for i in ids):
+        raise CompreFaceError(
+            400, INVALID_VALUE, f"the body must be a list of at most {MAX_FACES_PER_DELETE} ids"
+        )
+    wanted = [face_id(i) for i in dict.fromkeys(ids)]
+    deleted = await service.remove_faces(wanted, actor=service.actor(key))
+    return answer([{"image_id": face, "subject": name} for face, name in deleted])
+
+
+@router.delete("/recognition/faces/{image_id}")
+async def delete_face(service: Service, key: AdminKey, image_id: str) -> JSONResponse:
+    note_type(GALLERY_TYPE)
+    face = face_id(image_id)
+    try:
+        name = await service.remove_face(face, actor=service.actor(key))
+    except FaceNotFoundError:
+        raise FaceNotFoundError(f"Image {image_id} not found") from None
+    return answer({"image_id": face, "subject": name})
+
+
+@router.get("/recognition/faces/{image_id}/img")
+async def face_image(service: Service, _key: AdminKey, image_id: str) -> Response:
+    """The enrolled face as the gallery keeps it: its aligned crop (150 x 150), not the
+    original photo (docs/compat.md)."""
+    note_type(GALLERY_TYPE)
+    try:
+        jpeg = await service.face_crop_jpeg(face_id(image_id))
+    except FaceNotFoundError:
+        raise FaceNotFoundError(f"Image {image_id} not found") from None
+    return Response(jpeg, media_type="image/jpeg", headers=NO_SNIFF_NO_STORE)
+
+
+def _faces_and_descriptions(
+    image: DescribedImage, det_prob_threshold: float | None, limit: int
+) -> list[tuple[dict[str, Any], FaceDescription]]:
+    shaped = [(face.shape(), face) for face in image.faces]
+    kept = shapes.kept_faces([s for s, _ in shaped], det_prob_threshold, limit)
+    return [(s, face) for s, face in shaped if any(s is k for k in kept)]
+
+
+@router.post("/recognition/faces/{image_id}/verify")
+async def verify_with_face(
+    request: Request, service: Service, key: ApiKey, image_id: str
+) -> JSONResponse:
+    """The posted image's faces, each with its similarity to one enrolled face."""
+    note_type(FACES_TYPE)
+    face = face_id(image_id)
+    limit = _limit(request)
+    det_prob_threshold = probability_query(request, "det_prob_threshold")
+    plugins = face_plugins(request)
+    status = bool_query(request, "status", False)
+    _, data = await read_image(request, service.settings)
+    try:
+        compared = await until_disconnected(request, service.verify_with_face(key, face, data))
+    except FaceNotFoundError:
+        raise FaceNotFoundError(f"Image {image_id} not found") from None
+    result = []
+    for shaped, described in _faces_and_descriptions(compared.image, det_prob_threshold, limit):
+        entry = shapes.face(shaped, plugins, described.descriptor)
+        entry["similarity"] = shapes.ratio(compared.similarity(described))
+        result.append(entry)
+    result.sort(key=lambda entry: entry["similarity"], reverse=True)
+    body: dict[str, Any] = {"result": result}
+    if status:
+        body["plugins_versions"] = shapes.plugins_versions(compared.model, plugins)
+    return answer(body)
+
+
+# --- detection and verification services ---------------------------------------------------
+
+
+@router.post("/detection/detect")
+async def detect(request: Request, service: Service, key: ApiKey) -> JSONResponse:
+    note_type(FACES_TYPE)
+    limit = _limit(request)
+    det_prob_threshold = probability_query(request, "det_prob_threshold")
+    plugins = face_plugins(request)
+    status = bool_query(request, "status", False)
+    _, data = await read_image(request, service.settings)
+    image = await until_disconnected(request, service.describe_faces(key, data))
+    result = [
+        shapes.face(shaped, plugins, described.descriptor)
+        for shaped, described in _faces_and_descriptions(image, det_prob_threshold, limit)
+    ]
+    body: dict[str, Any] = {"result": result}
+    if status:
+        body["plugins_versions"] = shapes.plugins_versions(service.face_model_name(), plugins)
+    return answer(body)
+
+
+@router.post("/verification/verify")
+async def verify(request: Request, service: Service, key: ApiKey) -> JSONResponse:
+    """The source image's most probable face against every face of the target image."""
+    note_type(FACES_TYPE)
+    limit = _limit(request)
+    det_prob_threshold = probability_query(request, "det_prob_threshold")
+    plugins = face_plugins(request)
+    status = bool_query(request, "status", False)
+    (_, source), (_, target) = await read_images(
+        request, service.settings, ("source_image", "target_image")
+    )
+    source_image, target_image = await until_disconnected(
+        request, service.describe_face_pair(key, source, target)
+    )
+    (source_shape, source_face), *_ = _faces_and_descriptions(source_image, det_prob_threshold, 0)
+    matches = []
+    for shaped, described in _faces_and_descriptions(target_image, det_prob_threshold, limit):
+        entry = shapes.face(shaped, plugins, described.descriptor)
+        entry["similarity"] = shapes.ratio(service.face_similarity(source_face, described))
+        matches.append(entry)
+    matches.sort(key=lambda entry: entry["similarity"], reverse=True)
+    outcome: dict[str, Any] = {
+        "source_image_face": shapes.face(source_shape, plugins, source_face.descriptor),
+        "face_matches": matches,
+    }
+    if status:
+        outcome["plugins_versions"] = shapes.plugins_versions(service.face_model_name(), plugins)
+    return answer({"result": [outcome]})
+
+
+# --- every other path ----------------------------------------------------------------------
+
+@router.api_route(
+    "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+)
+async def not_served(request: Request) -> JSONResponse:
+    """Paths and methods CompreFace's clients may call that are not served here, answered in
+    CompreFace's error body (a client reading ``message`` never meets another shape)."""
+    for route in router.routes:
+        if getattr(route, "endpoint", None) is not not_served and (
+            isinstance(route, BaseRoute) and route.matches(request.scope)[0] is Match.PARTIAL
+        ):
+            return compreface_response(CompreFaceError(405, UNDEFINED, "Method Not Allowed"))
+    path = request.url.path[:200]
+    return compreface_response(CompreFaceError(404, UNDEFINED, f"No endpoint {path}"))

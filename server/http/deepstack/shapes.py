@@ -52,7 +52,7 @@ STATUS: dict[ErrorKind, int] = {
 _MESSAGES: dict[ErrorKind, str] = {
     ErrorKind.NO_DATA: "No valid image file found",
     ErrorKind.APIKEY_MISSING: "Incorrect api key: none sent, and this server charges no "
-    "anonymous calls",
+    "anonymous calls (its operator allows them with IMAGERECOGNIZE_DEEPSTACK_ANONYMOUS_KEY)",
     ErrorKind.APIKEY_INVALID: "Incorrect api key",
     ErrorKind.APIKEY_NOT_ADMIN: "Incorrect api key: the gallery needs an admin key",
     ErrorKind.INVALID_FILE: "invalid image: the file does not decode",
@@ -71,6 +71,16 @@ def error_body(error: ApiError) -> tuple[int, str]:
     return STATUS[error.kind], message
 
 
+class DeepStackFailureError(Exception):
+    """An answer in DeepStack's terms that none of our errors is: its status and text."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
 def failure(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """``{"success": false, "error", "duration": 0}`` with the HTTP status ``status``."""
     return JSONResponse(
@@ -80,8 +90,10 @@ def failure(status: int, message: str, headers: dict[str, str] | None = None) ->
     )
 
 
-def error_response(error: ApiError) -> JSONResponse:
+def error_response(error: ApiError | DeepStackFailureError) -> JSONResponse:
     """One of our errors in DeepStack's envelope, with DeepStack's status code."""
+    if isinstance(error, DeepStackFailureError):
+        return failure(error.status, error.message, error.headers)
     status, message = error_body(error)
     retry = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
     return failure(status, message, retry)

@@ -11,6 +11,7 @@ from typing import Any
 from server.http.google import annotations, wire
 from server.http.google.errors import GoogleError, google_error
 from server.http.google.image_uri import ImageFetcher, ImageUriError
+from server.service.application import ApplicationService, KeyRecord
 from server.service.multi import ImageJob
 from server.settings import Settings
 from server.telemetry.requests import note_type
@@ -49,10 +50,9 @@ async def _image_bytes(request: wire.ImageRequest, fetcher: ImageFetcher) -> byt
 
 
 async def batch_annotate(
-    service: Any, key: Any, body: Any, settings: Settings, request_id: str
+    service: ApplicationService, key: KeyRecord, body: Any, settings: Settings, request_id: str
 ) -> dict[str, Any]:
-    """``{"responses": [...]}``, one per image, in order. ``service``: what analyses a
-    batch (``analyze_batch(key, jobs)``)."""
+    """``{"responses": [...]}``, one per image, in order: one service call for the batch."""
     try:
         requests = wire.batch_request(body)
     except wire.RequestError as exc:

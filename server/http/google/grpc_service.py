@@ -17,7 +17,7 @@ from typing import Any
 
 from server.http.google.annotate import batch_annotate
 from server.http.google.errors import GoogleError, google_error
-from server.http.google.routes import API_KEY_HEADER, authenticate, batch_service
+from server.http.google.routes import API_KEY_HEADER, authenticate
 from server.http.state import AppState
 from server.settings import Settings
 
@@ -82,9 +82,9 @@ class VisionGrpcServer:
         metadata = {name.lower(): value for name, value in context.invocation_metadata()}
         state = self.state()
         try:
-            key = await authenticate(state, metadata.get(API_KEY_HEADER))
+            key = await authenticate(state.service, metadata.get(API_KEY_HEADER))
             answer = await batch_annotate(
-                batch_service(state), key, self.request_body(request), state.settings, request_id
+                state.service, key, self.request_body(request), state.settings, request_id
             )
             return self.types.BatchAnnotateImagesResponse.from_json(
                 json.dumps(answer), ignore_unknown_fields=True

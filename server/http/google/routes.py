@@ -12,32 +12,24 @@ Google's shape by the route class below, once for the dialect.
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 
-from server.errors import ApiError, ErrorKind
 from server.http.disconnect import until_disconnected
 from server.http.google.annotate import batch_annotate
 from server.http.google.errors import (
     GoogleError,
     error_response,
-    google_error,
+    from_api_error,
     not_found,
     not_implemented,
 )
-from server.http.respond import NO_SNIFF_NO_STORE, request_id
-from server.http.state import AppState, State
-from server.service.multi import MultiAnalysis
-from server.store.keys import KeyRecord
-
-log = logging.getLogger(__name__)
+from server.http.respond import NO_SNIFF_NO_STORE, answered_error, dialect_route, request_id
+from server.http.state import Service, State
+from server.service.application import ApplicationService, KeyRecord
 
 API_KEY_HEADER = "x-goog-api-key"
 API_KEY_QUERY = "key"
@@ -46,49 +38,25 @@ VERSIONS = ("v1", "v1p1beta1")
 UNSERVED_METHODS = ("files:annotate", "files:asyncBatchAnnotate", "images:asyncBatchAnnotate")
 
 
-class GoogleRoute(APIRoute):
-    """Answers whatever a route or its dependencies raise in Google's error shape; a 500
-    tells the client nothing (the log has it under the request id)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def answer(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ClientDisconnect:
-                log.info("request %s: client left during its upload", request_id(request))
-                return error_response(google_error(ApiError(ErrorKind.CLIENT_CLOSED)))
-            except Exception as exc:
-                error = google_error(exc)
-                if error is None:
-                    log.exception("request %s failed", request_id(request))
-                    error = GoogleError("INTERNAL", "Internal error.")
-                return error_response(error)
-
-        return answer
+def _error(request: Request, exc: Exception) -> Response:
+    """Every error of the dialect's routes in Google's shape; a 500 tells the client nothing
+    (the log has it under the request id)."""
+    if isinstance(exc, GoogleError):
+        return error_response(exc)
+    return error_response(from_api_error(answered_error(request, exc)))
 
 
-router = APIRouter(route_class=GoogleRoute, include_in_schema=False)
+router = APIRouter(route_class=dialect_route(_error), include_in_schema=False)
 
 
-async def authenticate(state: AppState, secret: str | None) -> KeyRecord:
-    """Our key from Google's places for it; 403 without a valid one."""
-    if not secret or not secret.strip():
-        raise ApiError(ErrorKind.APIKEY_MISSING)
-    key = await run_in_threadpool(state.keys.authenticate, secret.strip())
-    if key is None:
-        raise ApiError(ErrorKind.APIKEY_INVALID)
-    return key
+async def authenticate(service: ApplicationService, secret: str | None) -> KeyRecord:
+    """Our key from Google's places for it; 403 without a valid one (errors.py)."""
+    return await service.authenticate(secret)
 
 
-async def api_key(request: Request, state: State) -> KeyRecord:
+async def api_key(request: Request, service: Service) -> KeyRecord:
     sent = request.headers.get(API_KEY_HEADER) or request.query_params.get(API_KEY_QUERY)
-    return await authenticate(state, sent)
-
-
-def batch_service(state: AppState) -> MultiAnalysis:
-    return MultiAnalysis(state.keys, state.results, state.pipeline)
+    return await authenticate(service, sent)
 
 
 async def _json_body(request: Request, limit: int) -> Any:
@@ -114,12 +82,10 @@ async def _json_body(request: Request, limit: int) -> Any:
 async def images_annotate(
     request: Request, state: State, key: Annotated[KeyRecord, Depends(api_key)]
 ) -> JSONResponse:
-    with state.trimmer.request():
-        body = await _json_body(request, state.settings.google_max_request_bytes)
-        answer = await until_disconnected(
-            request,
-            batch_annotate(batch_service(state), key, body, state.settings, request_id(request)),
-        )
+    body = await _json_body(request, state.settings.google_max_request_bytes)
+    answer = await until_disconnected(
+        request, batch_annotate(state.service, key, body, state.settings, request_id(request))
+    )
     return JSONResponse(answer, headers=NO_SNIFF_NO_STORE)
 
 

@@ -8,86 +8,54 @@ DELETE /api/v2/gallery/{name}/faces/{id}?apikey=…   remove one face
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from server.errors import ApiError, ErrorKind
-from server.http.respond import respond
-from server.http.state import AppState, State
-from server.http.upload import Upload
-from server.http.v2.keyed import keyed_upload
-from server.service.gallery import FACES_TYPE, enrol_in_gallery
-from server.store.audit import api_actor
+from server.http.respond import V2Route, ok
+from server.http.state import Service
+from server.http.v2.keyed import Admin
 
-router = APIRouter()
-TYPE = FACES_TYPE  # the type whose model enrols and recognises
-MAX_FACE_ID = 2**63 - 1  # face ids are 64-bit database keys
+router = APIRouter(route_class=V2Route)
+MAX_FACE_ID_CHARS = 64  # a UUID, or an older face's integer id
 
 
-def _face_id(text: str) -> int:
-    """The face id of a route, or 421 (a larger int overflows the database driver: 500)."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_FACE_ID:
-        raise ApiError(ErrorKind.INVALID_PARAMETER, f"face id (an integer up to {MAX_FACE_ID})")
-    return int(text)
-
-
-async def admin_upload(request: Request, state: AppState) -> tuple[Upload, str]:
-    """The request's fields and photos, from an admin key, and who that is for the audit
-    log: else 413, 400 or 401."""
-    upload, key = await keyed_upload(request, state)
-    if not key.is_admin:
-        raise ApiError(ErrorKind.APIKEY_NOT_ADMIN)
-    return upload, api_actor(key.name)
+def _face_id(text: str) -> str:
+    """The face id of a route (a UUID, or an integer for faces enrolled before UUIDs), or
+    421 for what no face id can be."""
+    if not text or len(text) > MAX_FACE_ID_CHARS or not text.isascii() or not text.isprintable():
+        raise ApiError(ErrorKind.INVALID_PARAMETER, "face id (no such face)")
+    return text
 
 
 @router.post("/api/v2/gallery/")
 @router.post("/api/v2/gallery", include_in_schema=False)
-async def enrol(request: Request, state: State) -> JSONResponse:
-    async def work() -> Any:
-        upload, actor = await admin_upload(request, state)
-        name = upload.fields.get("name", "").strip()
-        if not name:
-            raise ApiError(ErrorKind.INVALID_PARAMETER, "name (missing)")
-        photos = upload.files
-        if not photos:
-            raise ApiError(ErrorKind.INVALID_PARAMETER, "file (missing)")
-        return await enrol_in_gallery(state.pipeline, state.gallery, name, photos, actor=actor)
-
-    return await respond(request, work)
+async def enrol(form: Admin, service: Service) -> JSONResponse:
+    name = form.upload.fields.get("name", "").strip()
+    if not name:
+        raise ApiError(ErrorKind.INVALID_PARAMETER, "name (missing)")
+    photos = form.upload.files
+    if not photos:
+        raise ApiError(ErrorKind.INVALID_PARAMETER, "file (missing)")
+    return ok(await service.enrol(name, photos, actor=service.actor(form.key)))
 
 
 @router.get("/api/v2/gallery/")
 @router.get("/api/v2/gallery", include_in_schema=False)
-async def people(request: Request, state: State) -> JSONResponse:
-    async def work() -> Any:
-        await admin_upload(request, state)
-        descriptor = state.pipeline.model_class(TYPE).descriptor_name
-        return {"people": await run_in_threadpool(state.gallery.people, descriptor)}
-
-    return await respond(request, work)
+async def people(_form: Admin, service: Service) -> JSONResponse:
+    return ok({"people": await service.people()})
 
 
 # Names may hold "/" (path converters); this route comes first, as the person's would
 # also match ".../faces/ID".
 @router.delete("/api/v2/gallery/{name:path}/faces/{face_id}")
-async def remove_face(request: Request, state: State, name: str, face_id: str) -> JSONResponse:
-    async def work() -> Any:
-        _, actor = await admin_upload(request, state)
-        number = _face_id(face_id)
-        await run_in_threadpool(state.gallery.remove_face, name, number, actor=actor)
-        return {"removed": {"name": name, "face": number}}
-
-    return await respond(request, work)
+async def remove_face(form: Admin, service: Service, name: str, face_id: str) -> JSONResponse:
+    face = _face_id(face_id)
+    await service.remove_face(face, name=name, actor=service.actor(form.key))
+    return ok({"removed": {"name": name, "face": face}})
 
 
 @router.delete("/api/v2/gallery/{name:path}")
-async def remove_person(request: Request, state: State, name: str) -> JSONResponse:
-    async def work() -> Any:
-        _, actor = await admin_upload(request, state)
-        await run_in_threadpool(state.gallery.remove_person, name, actor=actor)
-        return {"removed": name}
-
-    return await respond(request, work)
+async def remove_person(form: Admin, service: Service, name: str) -> JSONResponse:
+    await service.remove_person(name, actor=service.actor(form.key))
+    return ok({"removed": name})

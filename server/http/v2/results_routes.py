@@ -5,22 +5,16 @@ DELETE /api/v2/results/{id}?apikey=…    the key's own result only; audited
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from server.http.respond import respond
-from server.http.state import State
-from server.http.v2.keyed import keyed_upload
+from server.http.respond import V2Route, ok
+from server.http.state import Service
+from server.http.v2.keyed import Keyed
 
-router = APIRouter()
+router = APIRouter(route_class=V2Route)
 
 
 @router.delete("/api/v2/results/{result_id}")
-async def delete_result(request: Request, state: State, result_id: str) -> JSONResponse:
-    async def work() -> Any:
-        _, key = await keyed_upload(request, state)
-        return await state.service.delete(key, result_id)
-
-    return await respond(request, work)
+async def delete_result(form: Keyed, service: Service, result_id: str) -> JSONResponse:
+    return ok(await service.delete_result(form.key, result_id))

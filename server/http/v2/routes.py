@@ -1,8 +1,7 @@
-"""The /api/v2/ endpoint: read the upload, admit (server/service/admission.py), answer."""
+"""The /api/v2/ endpoint: read the upload, check the form (server/service/admission.py),
+answer from the service."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -10,39 +9,33 @@ from fastapi.responses import JSONResponse
 from server.catalog import CACHE_TYPE
 from server.errors import ApiError, ErrorKind
 from server.http.disconnect import until_disconnected
-from server.http.respond import error_response, respond
-from server.http.state import State
+from server.http.respond import V2Route, error_response, ok
+from server.http.state import Service
 from server.http.upload import UploadTooLargeError, read_upload
-from server.service.admission import admit
 from server.telemetry.requests import note_type
 
-router = APIRouter()
+router = APIRouter(route_class=V2Route)
 
 
 @router.api_route("/api/v2/", methods=["GET", "POST"])
-async def api_v2(request: Request, state: State) -> JSONResponse:
-    async def work() -> dict[str, Any]:
-        try:
-            upload, cut_off = await read_upload(request, state.settings.max_upload_bytes), False
-        except UploadTooLargeError as exc:
-            upload, cut_off = exc.upload, True
-        note_type(upload.fields.get("type"))
-        admitted = await admit(
-            state.keys,
-            state.results,
-            state.pipeline,
-            upload,
-            request.method == "GET",
-            cut_off=cut_off,
+async def api_v2(request: Request, service: Service) -> JSONResponse:
+    try:
+        upload, cut_off = await read_upload(request, service.settings.max_upload_bytes), False
+    except UploadTooLargeError as exc:
+        upload, cut_off = exc.upload, True
+    note_type(upload.fields.get("type"))
+    form = await service.check_form(upload, is_get=request.method == "GET", cut_off=cut_off)
+    if form.type == CACHE_TYPE:
+        return ok(await service.stored_results(form.key, form.params))
+    assert form.file is not None
+    return ok(
+        await until_disconnected(
+            request, service.analyze(form.key, form.type, form.params, form.file)
         )
-        if admitted.type == CACHE_TYPE:
-            return await state.service.cache(admitted)
-        return await until_disconnected(request, state.service.analyze(admitted))
-
-    return await respond(request, work)
+    )
 
 
 @router.api_route("/api/v2", methods=["GET", "POST"])
-async def api_v2_without_slash(request: Request) -> JSONResponse:
+async def api_v2_without_slash() -> JSONResponse:
     # The original answers 300 here: "Note the slash at the end after version number".
     return error_response(ApiError(ErrorKind.NO_DATA))
