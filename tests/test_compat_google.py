@@ -254,9 +254,7 @@ def rest_client(server: ThreadServer, key: str) -> vision.ImageAnnotatorClient:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ThreadServer, str, int]]:
     grpc_port = free_port()
-    settings = make_settings(
-        tmp_path_factory.mktemp("google") / "data", google_grpc_port=grpc_port
-    )
+    settings = make_settings(tmp_path_factory.mktemp("google") / "data", google_grpc_port=grpc_port)
     key = key_store(settings).create("client", quota=1000)
     server = ThreadServer(settings)
     yield server, key, grpc_port
@@ -303,8 +301,9 @@ def test_every_feature_with_the_rest_client(
     assert vertices[0] == (box["left"], box["top"])
     assert vertices[2] == (box["left"] + box["width"], box["top"] + box["height"])
     assert faces[0].fd_bounding_poly == faces[0].bounding_poly
-    landmarks = {vision.FaceAnnotation.Landmark.Type(m.type_).name: m.position for m in
-                 faces[0].landmarks}
+    landmarks = {
+        vision.FaceAnnotation.Landmark.Type(m.type_).name: m.position for m in faces[0].landmarks
+    }
     assert set(landmarks) == {"LEFT_EYE", "RIGHT_EYE", "NOSE_TIP", "MOUTH_LEFT", "MOUTH_RIGHT"}
     assert landmarks["LEFT_EYE"].x < landmarks["RIGHT_EYE"].x
     assert landmarks["LEFT_EYE"].x == pytest.approx(ours[0]["landmarks"]["left_eye"]["x"])
@@ -361,6 +360,51 @@ def test_every_feature_with_the_rest_client(
 
 
 @pytest.mark.slow
+def test_several_features_decode_once_and_answer_as_one_each(
+    served: tuple[ThreadServer, str, int], astronaut: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.pipeline import stages
+
+    server, key, _ = served
+    client = rest_client(server, key)
+    photo = vision.Image(content=encode(astronaut.resize((700, 700))))
+    kinds = vision.Feature.Type
+    features = [
+        kinds.FACE_DETECTION,
+        kinds.LABEL_DETECTION,
+        kinds.SAFE_SEARCH_DETECTION,
+        kinds.TEXT_DETECTION,
+        kinds.OBJECT_LOCALIZATION,
+    ]
+    alone = {
+        feature: client.annotate_image({"image": photo, "features": [{"type_": feature}]})
+        for feature in features
+    }
+    decodes = []
+    decode = stages.decode_image
+
+    def counted(*args, **kwargs):
+        decodes.append(args[2] if len(args) > 2 else kwargs.get("max_side"))
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "decode_image", counted)
+    together = client.annotate_image(
+        {"image": photo, "features": [{"type_": feature} for feature in features]}
+    )
+    # Once, at the largest side any of the four models reads (the text detector's).
+    assert len(decodes) == 1, decodes
+    assert together.face_annotations == alone[kinds.FACE_DETECTION].face_annotations
+    assert together.label_annotations == alone[kinds.LABEL_DETECTION].label_annotations
+    assert together.localized_object_annotations == (
+        alone[kinds.OBJECT_LOCALIZATION].localized_object_annotations
+    )
+    assert together.safe_search_annotation == (
+        alone[kinds.SAFE_SEARCH_DETECTION].safe_search_annotation
+    )
+    assert together.text_annotations == alone[kinds.TEXT_DETECTION].text_annotations
+
+
+@pytest.mark.slow
 def test_curl_request_with_names_and_query_key(
     served: tuple[ThreadServer, str, int], astronaut: Image.Image
 ) -> None:
@@ -391,8 +435,9 @@ def test_batch_with_one_bad_image(
     images = [encode(astronaut), b"GIF89a not ours", encode(coffee)]
     before = quota(server, key)
     answer = client.batch_annotate_images(
-        requests=[vision.AnnotateImageRequest(image={"content": d}, features=[feature])
-                  for d in images]
+        requests=[
+            vision.AnnotateImageRequest(image={"content": d}, features=[feature]) for d in images
+        ]
     )
     first, bad, third = answer.responses
     assert len(first.face_annotations) == 1 and not first.error.code
@@ -423,8 +468,10 @@ def test_grpc_transport(served: tuple[ThreadServer, str, int], astronaut: Image.
     photo = encode(astronaut)
     request = vision.AnnotateImageRequest(
         image={"content": photo},
-        features=[{"type_": vision.Feature.Type.FACE_DETECTION},
-                  {"type_": vision.Feature.Type.LABEL_DETECTION, "max_results": 2}],
+        features=[
+            {"type_": vision.Feature.Type.FACE_DETECTION},
+            {"type_": vision.Feature.Type.LABEL_DETECTION, "max_results": 2},
+        ],
     )
     answer = client.batch_annotate_images(
         requests=[request], metadata=[("x-goog-api-key", key)]
@@ -473,8 +520,11 @@ def test_full_queue_is_503_with_retry_after(
             raw = requests.post(
                 f"{server.url}{ANNOTATE}",
                 headers={"x-goog-api-key": key},
-                json={"requests": [{"image": {"content": content(images[0])},
-                                    "features": [{"type": 1}]}]},
+                json={
+                    "requests": [
+                        {"image": {"content": content(images[0])}, "features": [{"type": 1}]}
+                    ]
+                },
                 timeout=60,
             )
             gate.set()
