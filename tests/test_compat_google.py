@@ -538,3 +538,84 @@ def test_full_queue_is_503_with_retry_after(
     finally:
         gate.set()
         server.stop()
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and its key, as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.mark.slow
+def test_grpc_over_tls(tmp_path: Path, astronaut: Image.Image) -> None:
+    import grpc
+    from google.cloud.vision_v1.services.image_annotator.transports import (
+        ImageAnnotatorGrpcTransport,
+    )
+
+    cert, key_file = self_signed(tmp_path)
+    port = free_port()
+    settings = make_settings(
+        tmp_path / "data",
+        google_grpc_port=port,
+        google_grpc_tls_cert=cert,
+        google_grpc_tls_key=key_file,
+    )
+    key = key_store(settings).create("tls")
+    server = ThreadServer(settings)
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        channel = grpc.secure_channel(f"localhost:{port}", credentials)
+        client = vision.ImageAnnotatorClient(
+            transport=ImageAnnotatorGrpcTransport(channel=channel)
+        )
+        request = vision.AnnotateImageRequest(
+            image={"content": encode(astronaut)},
+            features=[{"type_": vision.Feature.Type.FACE_DETECTION}],
+        )
+        answer = client.batch_annotate_images(
+            requests=[request], metadata=[("x-goog-api-key", key)]
+        )
+        assert len(answer.responses[0].face_annotations) == 1
+        # A plaintext client does not get through.
+        plain = vision.ImageAnnotatorClient(
+            transport=ImageAnnotatorGrpcTransport(
+                channel=grpc.insecure_channel(f"localhost:{port}")
+            )
+        )
+        with pytest.raises(google_exceptions.ServiceUnavailable):
+            plain.batch_annotate_images(
+                requests=[request], metadata=[("x-goog-api-key", key)], retry=None, timeout=10
+            )
+        channel.close()
+    finally:
+        server.stop()
