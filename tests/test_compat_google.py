@@ -595,9 +595,7 @@ def test_grpc_over_tls(tmp_path: Path, astronaut: Image.Image) -> None:
     try:
         credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
         channel = grpc.secure_channel(f"localhost:{port}", credentials)
-        client = vision.ImageAnnotatorClient(
-            transport=ImageAnnotatorGrpcTransport(channel=channel)
-        )
+        client = vision.ImageAnnotatorClient(transport=ImageAnnotatorGrpcTransport(channel=channel))
         request = vision.AnnotateImageRequest(
             image={"content": encode(astronaut)},
             features=[{"type_": vision.Feature.Type.FACE_DETECTION}],
@@ -619,3 +617,30 @@ def test_grpc_over_tls(tmp_path: Path, astronaut: Image.Image) -> None:
         channel.close()
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_image_uri_fetched_when_allowed(tmp_path: Path, image_server: str) -> None:
+    settings = make_settings(tmp_path / "data", google_image_uri_allow=["127.0.0.1"])
+    keys = key_store(settings)
+    key = keys.create("uri", quota=5)
+    body = {
+        "requests": [
+            {
+                "image": {"source": {"imageUri": f"{image_server}/image"}},
+                "features": [{"type": "FACE_DETECTION"}],
+            },
+            {
+                "image": {"source": {"imageUri": f"{image_server}/redirect"}},
+                "features": [{"type": "FACE_DETECTION"}],
+            },
+        ]
+    }
+    with TestClient(create_app(settings)) as client:
+        response = client.post(ANNOTATE, json=body, headers={"x-goog-api-key": key})
+    assert response.status_code == 200, response.text
+    fetched, redirected = response.json()["responses"]
+    assert len(fetched["faceAnnotations"]) == 1
+    # localhost is not listed: the redirect to it is refused, that image alone.
+    assert redirected["error"]["code"] == 7
+    assert keys.find("uri").quota == 4
