@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         description="Longest time from a connection (or the first byte of its next request) "
         "to the end of the request's headers; slower clients get 408 and are disconnected.",
     )
+    body_timeout_s: float = Field(
+        30.0,
+        description="Longest pause while a request's body arrives (from the end of its headers, "
+        "then between its bytes); a client that stops sending gets 408 and is disconnected, and "
+        "nothing it sent is kept.",
+    )
     store_results: bool = Field(
         True,
         description="Store each analysis' result (never the image) for type=cache and for "

@@ -281,6 +281,26 @@ def test_the_access_log_never_shows_a_key(query: str) -> None:
     assert "/api/v2/?" in line
 
 
+def test_the_access_log_line_stays_one_printable_line(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    from server.http.observability import format_text
+
+    with caplog.at_level(logging.INFO, logger="imagerecognize.access"):
+        client.get("/api/v2/x%0d%0arequest forged GET /admin status=200%00%7f")
+        client.post(URL, data={"type": "objects\r\nrequest forged"})
+    lines = [
+        format_text(r.__dict__)
+        for r in caplog.records
+        if r.name == "imagerecognize.access"
+    ]
+    assert len(lines) == 2
+    for line in lines:
+        assert line.isprintable() and "\n" not in line and "\x00" not in line, line
+    assert "x\\r\\nrequest forged" in lines[0] and "\\x00\\x7f" in lines[0]
+    assert "type=objects\\r\\nrequest forged" in lines[1]
+
+
 def test_a_percent_encoded_key_name_still_authenticates(client: TestClient, apikey: str) -> None:
     assert checked(client.get(URL + f"?api%6Bey={apikey}&type=cache"))["status"] == 200
 

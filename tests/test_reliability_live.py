@@ -18,12 +18,17 @@ from tests.conftest import LiveServer
 pytestmark = pytest.mark.slow
 
 HEADER_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 2.0
 
 
 @pytest.fixture
 def server(settings: Settings) -> Iterator[LiveServer]:
     live = LiveServer(
-        settings.data_dir, env={"IMAGERECOGNIZE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S)}
+        settings.data_dir,
+        env={
+            "IMAGERECOGNIZE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+            "IMAGERECOGNIZE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        },
     )
     yield live
     live.stop()
@@ -80,6 +85,33 @@ def test_a_half_sent_request_is_let_go(server: LiveServer) -> None:
     assert waited < HEADER_TIMEOUT_S + 5, waited
     with socket.create_connection(("127.0.0.1", server.port)) as idle:
         assert status_and_body(read_all(idle, 30))[0] == 408  # connected, sent nothing
+
+
+def test_a_body_that_stops_arriving_is_let_go(server: LiveServer, keys: KeyStore) -> None:
+    key = keys.create("stalled", quota=5)
+    head = (
+        b"POST /api/v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+    )
+    part = f'--b\r\nContent-Disposition: form-data; name="apikey"\r\n\r\n{key}\r\n'.encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        started = time.monotonic()
+        sock.sendall(head + part)  # then nothing more of the 100,000 bytes announced
+        answer = read_all(sock, 30)
+        waited = time.monotonic() - started
+    assert status_and_body(answer)[0] == 408
+    assert waited < BODY_TIMEOUT_S + 5, waited
+    # A body that keeps moving, however slowly, is read to its end.
+    body = part + b'--b\r\nContent-Disposition: form-data; name="type"\r\n\r\ncache\r\n--b--\r\n'
+    head = head.replace(b"100000", str(len(body)).encode())
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head)
+        for start in range(0, len(body), 40):
+            time.sleep(BODY_TIMEOUT_S / 4)
+            sock.sendall(body[start : start + 40])
+        sock.shutdown(socket.SHUT_WR)
+        got, answered = status_and_body(read_all(sock, 30))
+    assert got == 200 and answered["data"]["quota"] == 5, answered
 
 
 def test_a_half_closed_client_gets_its_answer(server: LiveServer, keys: KeyStore) -> None:

@@ -18,6 +18,7 @@ from server.catalog import ALL_TYPES
 from server.http.envelope import envelope_bytes
 from server.ops.drain import Drain
 from server.telemetry import metrics, requests
+from server.telemetry.logs import printable
 from server.telemetry.requests import RequestRecord
 
 access_log = logging.getLogger("imagerecognize.access")
@@ -41,10 +42,11 @@ def type_label(record: RequestRecord) -> str:
 
 
 def format_text(fields: dict[str, Any]) -> str:
-    """``request <id> POST /api/v2/ type=objects status=200 ms=81.2 ...`` (set fields only)."""
-    head = f"request {fields['request_id']} {fields['method']} {fields['path']}"
+    """``request <id> POST /api/v2/ type=objects status=200 ms=81.2 ...`` (set fields only),
+    each value printable: what a client sent (path, type) never forges or breaks a line."""
+    head = printable(f"request {fields['request_id']} {fields['method']} {fields['path']}")
     rest = " ".join(
-        f"{name}={value}"
+        printable(f"{name}={value}")
         for name, value in fields.items()
         if name not in ("request_id", "method", "path") and value is not None
     )

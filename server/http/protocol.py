@@ -1,6 +1,7 @@
 """uvicorn's HTTP/1.1 protocol (httptools) with what it lacks for a server on an open port:
-a bound on the size of a request's headers and on the time to receive them, and an answer
-for a client that half-closes its socket after sending its whole request.
+a bound on the size of a request's headers and on the time to receive them, a bound on each
+pause of a request's body (``IMAGERECOGNIZE_BODY_TIMEOUT_S``), and an answer for a client that
+half-closes its socket after sending its whole request.
 
 `imagerecognize serve` runs uvicorn with ``http=`` this class.
 """
@@ -37,6 +38,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         settings = get_settings()
         self.max_header_bytes = settings.max_header_bytes
         self.header_timeout_s = settings.header_timeout_s
+        self.body_timeout_s = settings.body_timeout_s
+        self._body_timer: asyncio.TimerHandle | None = None
         self._awaiting_headers = True
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
@@ -47,9 +50,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
+        self._stop_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._body_timer is not None:
+            self._start_body_timer()  # the body moves: a new pause begins
         if self._awaiting_headers:
             self._header_bytes += len(data)
             if self._header_timer is None:
@@ -69,9 +75,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if type(self.cycle) is RequestResponseCycle:
             self.cycle.__class__ = _HalfClosableCycle
+        self._start_body_timer()  # until the body is complete (at once for a GET)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._stop_body_timer()
         self._awaiting_headers = True  # what follows is the next request's headers
 
     def eof_received(self) -> bool | None:
@@ -101,6 +109,30 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._awaiting_headers and not in_flight and not self.transport.is_closing():
             self._refuse(408)
 
+    def _start_body_timer(self) -> None:
+        self._stop_body_timer()
+        self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_timeout)
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timeout(self) -> None:
+        """A body that stopped arriving: the request cannot be answered, and its connection
+        is not kept for as long as the client likes. The app sees its client leave."""
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or self.transport.is_closing():
+            return
+        if self.flow.read_paused:  # the app is behind, not the client: wait for it
+            self._start_body_timer()
+            return
+        if cycle.response_started:
+            self.transport.close()
+        else:
+            self._refuse(408)
+
     def _refuse(self, status: int) -> None:
         """Answers in the API's envelope and closes the connection."""
         reason = REASONS[status]
@@ -112,4 +144,5 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.close()
         self._stop_header_timer()
+        self._stop_body_timer()
         self.logger.info("%s: %d %s", self.client, status, reason)

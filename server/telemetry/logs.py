@@ -4,10 +4,21 @@ one JSON object per line (python-json-logger)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# Control characters (C0, DEL, C1) and lone surrogates: a line must stay one printable line.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def printable(text: str) -> str:
+    """``text`` for a text log line: control characters and lone surrogates escaped
+    (``\\x0d``, ``\\ud800``), so that a path with %0d%0a cannot forge a line and %00 cannot
+    make the log binary."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def logging_config(log_format: str, level: str = "INFO") -> dict[str, Any]:

@@ -124,9 +124,7 @@ async def recognize(request: Request, service: Service, key: ApiKey) -> JSONResp
     body: dict[str, Any] = {"result": result}
     if status:
         model = analysed["model"]
-        body["plugins_versions"] = shapes.plugins_versions(
-            f"{model['name']} {model['version']}", plugins
-        )
+        body["plugins_versions"] = shapes.plugins_versions(f"{model['name']} {model['version']}")
     return answer(body)
 
 
@@ -299,7 +297,7 @@ async def verify_with_face(
     result.sort(key=lambda entry: entry["similarity"], reverse=True)
     body: dict[str, Any] = {"result": result}
     if status:
-        body["plugins_versions"] = shapes.plugins_versions(compared.model, plugins)
+        body["plugins_versions"] = shapes.plugins_versions(compared.model)
     return answer(body)
 
 
@@ -321,7 +319,7 @@ async def detect(request: Request, service: Service, key: ApiKey) -> JSONRespons
     ]
     body: dict[str, Any] = {"result": result}
     if status:
-        body["plugins_versions"] = shapes.plugins_versions(service.face_model_name(), plugins)
+        body["plugins_versions"] = shapes.plugins_versions(service.face_model_name())
     return answer(body)
 
 
@@ -351,7 +349,7 @@ async def verify(request: Request, service: Service, key: ApiKey) -> JSONRespons
         "face_matches": matches,
     }
     if status:
-        outcome["plugins_versions"] = shapes.plugins_versions(service.face_model_name(), plugins)
+        outcome["plugins_versions"] = shapes.plugins_versions(service.face_model_name())
     return answer({"result": [outcome]})
 
 

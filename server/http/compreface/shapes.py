@@ -54,8 +54,6 @@ def face(found: dict[str, Any], plugins: set[str], embedding: Any = None) -> dic
     return entry
 
 
-def plugins_versions(model: str, plugins: set[str]) -> dict[str, str]:
-    versions = {"detector": "mtcnn", "calculator": model}
-    if LANDMARKS_PLUGIN in plugins:
-        versions["landmarks"] = "mtcnn"
-    return versions
+def plugins_versions(model: str) -> dict[str, str]:
+    """``status=true``'s versions: the detector's (its landmarks too) and the descriptor's."""
+    return {"detector": "mtcnn", "calculator": model}
