@@ -644,3 +644,29 @@ def test_image_uri_fetched_when_allowed(tmp_path: Path, image_server: str) -> No
     # localhost is not listed: the redirect to it is refused, that image alone.
     assert redirected["error"]["code"] == 7
     assert keys.find("uri").quota == 4
+
+
+@pytest.mark.slow
+def test_quota_running_out_in_a_batch_fails_the_call_and_charges_nothing(
+    tmp_path: Path, astronaut: Image.Image, coffee: Image.Image
+) -> None:
+    settings = make_settings(tmp_path / "data")
+    keys = key_store(settings)
+    key = keys.create("short", quota=1)
+    feature = [{"type": "FACE_DETECTION"}]
+    body = {
+        "requests": [
+            {"image": {"content": content(encode(photo))}, "features": feature}
+            for photo in (astronaut, coffee)
+        ]
+    }
+    with TestClient(create_app(settings)) as client:
+        response = client.post(ANNOTATE, json=body, headers={"x-goog-api-key": key})
+        assert response.status_code == 429, response.text
+        assert response.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+        assert keys.find("short").quota == 1  # the image analysed is given back too
+        one = client.post(
+            ANNOTATE, json={"requests": body["requests"][:1]}, headers={"x-goog-api-key": key}
+        )
+        assert one.status_code == 200 and one.json()["responses"][0]["faceAnnotations"]
+    assert keys.find("short").quota == 0
