@@ -281,6 +281,14 @@ class Settings(BaseSettings):
         description="Largest accepted JSON body of POST /v1/images:annotate (images come "
         "base64-encoded, 4/3 of their size); larger bodies get 400 INVALID_ARGUMENT.",
     )
+    google_service_accounts: dict[str, str] = Field(
+        {},
+        description="Service-account key files the Google Cloud Vision dialect accepts, as "
+        'JSON `{"/path/sa.json": "KEY_NAME"}`: a client built from that file sends a token it '
+        "signs itself (`authorization: Bearer`), verified here with the file's key, and its "
+        "calls are charged to our key KEY_NAME (`imagerecognize keys create KEY_NAME`). "
+        "Needs the `grpc` extra (google-auth). Empty: API keys only.",
+    )
     google_grpc_port: int | None = Field(
         None,
         description="Port of the Google Cloud Vision gRPC service (ImageAnnotator/"

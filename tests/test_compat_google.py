@@ -670,3 +670,59 @@ def test_quota_running_out_in_a_batch_fails_the_call_and_charges_nothing(
         )
         assert one.status_code == 200 and one.json()["responses"][0]["faceAnnotations"]
     assert keys.find("short").quota == 0
+
+
+def service_account_file(folder: Path, name: str) -> tuple[Path, dict]:
+    """A service-account key file as Google issues them, with a key made here."""
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    info = {
+        "type": "service_account",
+        "project_id": "on-premise",
+        "private_key_id": f"{name}-key-id",
+        "private_key": private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+        "client_email": f"{name}@on-premise.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(info))
+    return path, info
+
+
+@pytest.mark.slow
+def test_service_account_credentials(tmp_path: Path, astronaut: Image.Image) -> None:
+    from google.oauth2 import service_account
+
+    registered, info = service_account_file(tmp_path, "vision")
+    _, stranger = service_account_file(tmp_path, "stranger")
+    settings = make_settings(
+        tmp_path / "data", google_service_accounts={str(registered): "charged"}
+    )
+    keys = key_store(settings)
+    keys.create("charged", quota=10)
+    server = ThreadServer(settings)
+    photo = vision.Image(content=encode(astronaut))
+    try:
+
+        def client(account: dict) -> vision.ImageAnnotatorClient:
+            return vision.ImageAnnotatorClient(
+                credentials=service_account.Credentials.from_service_account_info(account),
+                transport="rest",
+                client_options={"api_endpoint": server.url},
+            )
+
+        assert len(client(info).face_detection(image=photo).face_annotations) == 1
+        assert keys.find("charged").quota == 9
+        with pytest.raises(google_exceptions.Forbidden):
+            client(stranger).face_detection(image=photo)
+    finally:
+        server.stop()

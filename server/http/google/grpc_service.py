@@ -82,7 +82,9 @@ class VisionGrpcServer:
         metadata = {name.lower(): value for name, value in context.invocation_metadata()}
         state = self.state()
         try:
-            key = await authenticate(state.service, metadata.get(API_KEY_HEADER))
+            key = await authenticate(
+                state.service, metadata.get(API_KEY_HEADER), metadata.get("authorization")
+            )
             answer = await batch_annotate(
                 state.service, key, self.request_body(request), state.settings, request_id
             )

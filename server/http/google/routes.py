@@ -5,8 +5,9 @@ any other path under /v1/ and /v1p1beta1/                404 NOT_FOUND, or 501 U
                                                           for Google's other methods
 
 The key comes in the ``x-goog-api-key`` header (the clients' ``api_key``) or as ``?key=``
-(curl); without a valid one, 403 PERMISSION_DENIED. Every error, 404s too, is answered in
-Google's shape by the route class below, once for the dialect.
+(curl), or a registered service account's self-signed token as ``authorization: Bearer``
+(service_accounts.py); without a valid one, 403 PERMISSION_DENIED. Every error, 404s too,
+is answered in Google's shape by the route class below, once for the dialect.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from server.errors import ApiError, ErrorKind
 from server.http.disconnect import until_disconnected
 from server.http.google.annotate import batch_annotate
 from server.http.google.errors import (
@@ -27,6 +29,7 @@ from server.http.google.errors import (
     not_found,
     not_implemented,
 )
+from server.http.google.service_accounts import registered
 from server.http.respond import NO_SNIFF_NO_STORE, answered_error, dialect_route, request_id
 from server.http.state import Service, State
 from server.service.application import ApplicationService, KeyRecord
@@ -49,14 +52,25 @@ def _error(request: Request, exc: Exception) -> Response:
 router = APIRouter(route_class=dialect_route(_error), include_in_schema=False)
 
 
-async def authenticate(service: ApplicationService, secret: str | None) -> KeyRecord:
-    """Our key from Google's places for it; 403 without a valid one (errors.py)."""
+async def authenticate(
+    service: ApplicationService, secret: str | None, authorization: str | None = None
+) -> KeyRecord:
+    """Our key from Google's places for it: an API key, else a registered service account's
+    token (charged to the key the operator named for it); 403 without either (errors.py)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if not (secret and secret.strip()) and scheme.lower() == "bearer" and token.strip():
+        accounts = registered(service.settings.google_service_accounts)
+        name = accounts.key_name(token.strip()) if accounts is not None else None
+        key = await service.key_named(name) if name is not None else None
+        if key is None:
+            raise ApiError(ErrorKind.APIKEY_INVALID)
+        return key
     return await service.authenticate(secret)
 
 
 async def api_key(request: Request, service: Service) -> KeyRecord:
     sent = request.headers.get(API_KEY_HEADER) or request.query_params.get(API_KEY_QUERY)
-    return await authenticate(service, sent)
+    return await authenticate(service, sent, request.headers.get("authorization"))
 
 
 async def _json_body(request: Request, limit: int) -> Any:
