@@ -194,13 +194,10 @@ def test_image_uri_only_where_the_operator_allows(image_server: str) -> None:
     import asyncio
 
     async def fetch(allow: list[str], url: str, limit: int = 10**6) -> bytes | str:
-        fetcher = ImageFetcher(allow, limit, 5.0)
         try:
-            return await fetcher.fetch(url)
+            return await ImageFetcher(allow, limit, 5.0).fetch(url)
         except ImageUriError as exc:
             return str(exc)
-        finally:
-            await fetcher.close()
 
     def run(allow: list[str], url: str, limit: int = 10**6) -> bytes | str:
         return asyncio.run(fetch(allow, url, limit))

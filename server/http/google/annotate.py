@@ -67,10 +67,8 @@ async def batch_annotate(
         settings.max_upload_bytes,
         settings.google_image_uri_timeout_s,
     )
-    try:  # URLs fetched side by side
-        sources = await asyncio.gather(*(_image_bytes(r, fetcher) for _, r in asked))
-    finally:
-        await fetcher.close()
+    # URLs fetched side by side.
+    sources = await asyncio.gather(*(_image_bytes(r, fetcher) for _, r in asked))
     # Nothing we serve asked of an image: nothing to answer for it.
     responses: list[dict[str, Any]] = [{} for _ in requests]
     jobs: list[tuple[int, ImageJob]] = []

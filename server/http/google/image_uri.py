@@ -17,17 +17,19 @@ prefix's host, not a wildcard)."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urljoin, urlsplit
 
-import httpx
+import urllib3
+from starlette.concurrency import run_in_threadpool
 
 MAX_REDIRECTS = 5
 DEFAULT_PORTS = {"http": 80, "https": 443}
 CHUNK_BYTES = 64 * 1024
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class ImageUriError(Exception):
@@ -108,13 +110,12 @@ def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 class ImageFetcher:
-    """Fetches imageUri images by the operator's rules (above)."""
+    """Fetches imageUri images by the operator's rules (above), with urllib3, in a thread."""
 
     def __init__(self, allow: list[str], max_bytes: int, timeout_s: float):
         self.allow = [AllowEntry(entry) for entry in allow if entry.strip()]
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
-        self._client: httpx.AsyncClient | None = None
 
     @property
     def enabled(self) -> bool:
@@ -132,12 +133,11 @@ class ImageFetcher:
             )
         return target, any(allowed and exact for allowed, exact in verdicts)
 
-    async def address(self, target: Target, exact: bool) -> str:
-        """The address to connect to, checked."""
+    @staticmethod
+    def address(target: Target, exact: bool) -> str:
+        """The address to connect to, checked. Blocking (name resolution)."""
         try:
-            found = await asyncio.get_running_loop().getaddrinfo(
-                target.host, target.port, type=socket.SOCK_STREAM
-            )
+            found = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError):
             raise ImageUriError(f"imageUri's host {target.host[:100]} does not resolve") from None
         addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
@@ -149,61 +149,75 @@ class ImageFetcher:
             )
         return str(addresses[0])
 
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
-        return self._client
-
     async def fetch(self, url: str) -> bytes:
         if not self.enabled:
             raise ImageUriError(
                 "this server does not fetch imageUri images; send the image's content",
                 refused=True,
             )
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await self._fetch(url)
-        except TimeoutError:
-            raise ImageUriError(f"imageUri did not answer within {self.timeout_s:g} s") from None
-        except httpx.HTTPError as exc:
-            raise ImageUriError(f"imageUri could not be fetched ({type(exc).__name__})") from None
+        return await run_in_threadpool(self._fetch, url, time.monotonic() + self.timeout_s)
 
-    async def _fetch(self, url: str) -> bytes:
-        for _ in range(MAX_REDIRECTS + 1):
-            target, exact = self.check(url)
-            address = await self.address(target, exact)
-            host = f"[{address}]" if ":" in address else address
-            request = self.client().build_request(
-                "GET",
-                f"{target.scheme}://{host}:{target.port}{target.path}",
-                headers={"Host": target.netloc, "Accept": "image/*", "Accept-Encoding": "identity"},
-                extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
-            )
-            response = await self.client().send(request, stream=True)
-            try:
-                if response.is_redirect:
-                    location = response.headers.get("location", "")
-                    url = urljoin(f"{target.scheme}://{target.netloc}{target.path}", location)
-                    continue
-                if response.status_code != 200:
-                    raise ImageUriError(f"imageUri answered HTTP {response.status_code}")
-                return await self._body(response)
-            finally:
-                await response.aclose()
+    def _fetch(self, url: str, deadline: float) -> bytes:
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
+                target, exact = self.check(url)
+                response = self._get(target, self.address(target, exact), deadline)
+                try:
+                    if response.status in REDIRECTS:
+                        location = response.headers.get("location", "")
+                        url = urljoin(f"{target.scheme}://{target.netloc}{target.path}", location)
+                        continue
+                    if response.status != 200:
+                        raise ImageUriError(f"imageUri answered HTTP {response.status}")
+                    return self._body(response, deadline)
+                finally:
+                    response.release_conn()
+        except urllib3.exceptions.HTTPError as exc:
+            if isinstance(exc, urllib3.exceptions.TimeoutError):
+                raise self._late() from None
+            raise ImageUriError(f"imageUri could not be fetched ({type(exc).__name__})") from None
         raise ImageUriError(f"imageUri redirected more than {MAX_REDIRECTS} times")
 
-    async def _body(self, response: httpx.Response) -> bytes:
+    def _late(self) -> ImageUriError:
+        return ImageUriError(f"imageUri did not answer within {self.timeout_s:g} s")
+
+    def _get(self, target: Target, address: str, deadline: float) -> urllib3.BaseHTTPResponse:
+        """GET from ``address`` itself, with the URL's host name in Host (and for TLS: SNI
+        and the certificate's check)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._late()
+        timeout = urllib3.Timeout(connect=remaining, read=remaining)
+        if target.scheme == "https":
+            pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
+                address,
+                target.port,
+                timeout=timeout,
+                retries=False,
+                cert_reqs="CERT_REQUIRED",
+                assert_hostname=target.host,
+                server_hostname=target.host,
+            )
+        else:
+            pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False)
+        return pool.urlopen(
+            "GET",
+            target.path,
+            headers={"Host": target.netloc, "Accept": "image/*", "Accept-Encoding": "identity"},
+            redirect=False,
+            preload_content=False,
+            decode_content=False,
+        )
+
+    def _body(self, response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise ImageUriError("imageUri's image is larger than this server accepts")
         body = bytearray()
-        async for chunk in response.aiter_bytes(CHUNK_BYTES):
+        for chunk in response.stream(CHUNK_BYTES):
             body.extend(chunk)
             if len(body) > self.max_bytes:
                 raise ImageUriError("imageUri's image is larger than this server accepts")
+            if time.monotonic() > deadline:  # a body that drips in
+                raise self._late()
         return bytes(body)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
