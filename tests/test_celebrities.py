@@ -3,6 +3,7 @@ it with dlib's descriptor on MTCNN faces."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from PIL import Image, ImageEnhance
 from models.celebrities.dlib_faces import FacenetFaceRecognizer
 from server.http.app import create_app
 from server.settings import Settings
+from server.store.db import open_database
+from server.store.gallery import Gallery
 from server.store.keys import KeyStore
 from tests.conftest import app_state, encode, make_settings, post_api, run_cli
 
@@ -212,6 +215,21 @@ def test_gallery_cli(
     assert "Grace Hopper" not in run_cli(data_dir, "gallery", "list").stdout
     reindexed = run_cli(data_dir, "gallery", "reindex")
     assert reindexed.returncode == 0 and "1 face(s)" in reindexed.stdout
+
+    # Another collection: the same name again, and where the face was in its photo is kept.
+    assert run_cli(data_dir, "gallery", "collections", "create", "crew").returncode == 0
+    added = run_cli(
+        data_dir, "gallery", "add", "Eileen Collins", str(single), "--collection", "crew"
+    )
+    assert added.returncode == 0, added.stderr
+    gallery = Gallery(open_database(make_settings(data_dir).resolved_database_url))
+    (record,), total = gallery.face_records(collection="crew")
+    assert total == 1 and record.person == "Eileen Collins" and record.source == str(single)
+    assert str(uuid.UUID(record.image_id)) == record.image_id and record.confidence > 0.9
+    left, top, width, height = record.box
+    assert 0 < left < 1 and 0 < top < 1 and 0.05 < width < 1 and 0.05 < height < 1
+    assert [p["name"] for p in gallery.people()] == ["Eileen Collins"]  # the default one's
+    assert gallery.faces()[1] == 1
 
 
 @pytest.fixture

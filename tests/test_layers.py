@@ -85,7 +85,7 @@ SHARED_MODULES = {"server", "server.settings", "server.errors", "server.catalog"
 def _layer(module: str) -> str:
     if module in SHARED_MODULES:
         return "shared"
-    if module in {"server.cli", "server.__main__"}:
+    if module == "server.__main__" or module == "server.cli" or module.startswith("server.cli."):
         return "cli"
     return module.split(".")[1]
 
