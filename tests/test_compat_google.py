@@ -150,12 +150,17 @@ def test_sources_we_do_not_read_are_one_images_error(
             {"image": {"source": {"imageUri": "http://127.0.0.1/a"}}, "features": [{"type": 1}]},
             {"image": {}, "features": [{"type": 6}]},
             {"image": {"content": content(b"x")}, "features": [{"type": "LOGO_DETECTION"}]},
+            {
+                "image": {"source": {"imageUri": "gs://cloud-samples-data/vision/face.jpg"}},
+                "features": [{"type": "FACE_DETECTION"}],
+            },
         ]
     }
     response = client.post(ANNOTATE, json=body, headers={"x-goog-api-key": key_with_quota})
     assert response.status_code == 200, response.text
-    gcs, uri, empty, logo = response.json()["responses"]
+    gcs, uri, empty, logo, gs_uri = response.json()["responses"]
     assert gcs["error"]["code"] == 3 and "gcsImageUri" in gcs["error"]["message"]
+    assert gs_uri == gcs  # a gs:// imageUri, as Google's own examples send
     assert uri["error"]["code"] == 7 and "imageUri" in uri["error"]["message"]
     assert empty["error"]["code"] == 3
     assert logo == {}

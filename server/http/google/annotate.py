@@ -41,6 +41,8 @@ async def _image_bytes(request: wire.ImageRequest, fetcher: ImageFetcher) -> byt
     source = request.image
     if source.content is not None:
         return source.content
+    if source.image_uri is not None and source.image_uri.strip().lower().startswith("gs://"):
+        return GoogleError("INVALID_ARGUMENT", GCS_REFUSED)  # Google reads gs:// here too
     if source.image_uri is not None:
         try:
             return await fetcher.fetch(source.image_uri)
