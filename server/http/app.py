@@ -42,8 +42,9 @@ from server.telemetry import metrics
 log = logging.getLogger(__name__)
 
 # The API dialects: each a sub-package of server/http/ with one router (docs/design.md,
-# "Adding a dialect"). DeepStack's comes last: it answers every other path under /v1/.
-DIALECTS = (v2, compreface, deepstack, google)  # google's /v1/ after DeepStack's
+# "Adding a dialect"). Google's comes last: it answers every path under /v1/ but
+# DeepStack's /v1/vision/ and /v1/image/.
+DIALECTS = (v2, compreface, deepstack, google)
 RECLAIM_INTERVAL_S = 60.0
 # A reservation older than the request timeout plus this is abandoned whoever holds it.
 RESERVATION_GRACE_S = 300.0
