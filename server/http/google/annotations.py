@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from server.catalog import DETECT_FACES, DETECT_TEXT, NSFW, OBJECTS
 from server.http.google.wire import FeatureType, ImageRequest
 
 # google.cloud.vision.v1.Likelihood.
@@ -255,19 +256,19 @@ def annotate(request: ImageRequest, results: dict[str, dict[str, Any]]) -> dict[
     answer: dict[str, Any] = {}
     for feature, max_results in request.features.items():
         if feature is FeatureType.LABEL_DETECTION:
-            answer["labelAnnotations"] = labels(results["objects"], max_results)
+            answer["labelAnnotations"] = labels(results[OBJECTS.name], max_results)
         elif feature is FeatureType.OBJECT_LOCALIZATION:
             answer["localizedObjectAnnotations"] = localized_objects(
-                results["objects"], max_results
+                results[OBJECTS.name], max_results
             )
         elif feature is FeatureType.FACE_DETECTION:
-            answer["faceAnnotations"] = faces(results["detect_faces"], max_results)
+            answer["faceAnnotations"] = faces(results[DETECT_FACES.name], max_results)
         elif feature in (FeatureType.TEXT_DETECTION, FeatureType.DOCUMENT_TEXT_DETECTION):
-            words, full = text(results["detect_text"])
+            words, full = text(results[DETECT_TEXT.name])
             answer["textAnnotations"] = words
             if full is not None:
                 answer["fullTextAnnotation"] = full
         elif feature is FeatureType.SAFE_SEARCH_DETECTION:
-            answer["safeSearchAnnotation"] = safe_search(results["nsfw"])
+            answer["safeSearchAnnotation"] = safe_search(results[NSFW.name])
     # Empty lists are left out, as Google leaves them out.
     return {name: value for name, value in answer.items() if value != []}

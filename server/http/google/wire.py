@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from server.catalog import DETECT_FACES, DETECT_TEXT, MAX_INT, NSFW, OBJECTS
+
 # At most this many images per call, as Google.
 MAX_IMAGES = 16
 # maxResults when a feature gives none (0 or absent), as Google's labels default.
@@ -41,22 +43,22 @@ class FeatureType(IntEnum):
 
 # The analysis type answering each feature we serve; the others answer nothing.
 FEATURE_TYPES: dict[FeatureType, str] = {
-    FeatureType.FACE_DETECTION: "detect_faces",
-    FeatureType.LABEL_DETECTION: "objects",
-    FeatureType.OBJECT_LOCALIZATION: "objects",
-    FeatureType.TEXT_DETECTION: "detect_text",
-    FeatureType.DOCUMENT_TEXT_DETECTION: "detect_text",
-    FeatureType.SAFE_SEARCH_DETECTION: "nsfw",
+    FeatureType.FACE_DETECTION: DETECT_FACES.name,
+    FeatureType.LABEL_DETECTION: OBJECTS.name,
+    FeatureType.OBJECT_LOCALIZATION: OBJECTS.name,
+    FeatureType.TEXT_DETECTION: DETECT_TEXT.name,
+    FeatureType.DOCUMENT_TEXT_DETECTION: DETECT_TEXT.name,
+    FeatureType.SAFE_SEARCH_DETECTION: NSFW.name,
 }
 UNSERVED = frozenset(FeatureType) - set(FEATURE_TYPES) - {FeatureType.TYPE_UNSPECIFIED}
 
 # Each type's parameters: every label above the threshold (each feature cuts its own list at
 # its maxResults) and both nsfw scores.
 TYPE_PARAMS: dict[str, dict[str, int]] = {
-    "objects": {"max_labels": 2**31 - 1, "min_confidence": MIN_CONFIDENCE},
-    "nsfw": {"nsfw_min_confidence": 0},
-    "detect_faces": {},
-    "detect_text": {},
+    OBJECTS.name: {"max_labels": MAX_INT, "min_confidence": MIN_CONFIDENCE},
+    NSFW.name: {"nsfw_min_confidence": 0},
+    DETECT_FACES.name: {},
+    DETECT_TEXT.name: {},
 }
 
 
