@@ -60,11 +60,14 @@ class VisionGrpcServer:
         self.server.add_generic_rpc_handlers((handler,))
         address = f"{settings.google_grpc_host}:{settings.google_grpc_port}"
         cert, key = settings.google_grpc_tls_cert, settings.google_grpc_tls_key
-        if cert is not None and key is not None:
-            credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
-            self.port = self.server.add_secure_port(address, credentials)
-        else:
-            self.port = self.server.add_insecure_port(address)
+        try:
+            if cert is not None and key is not None:
+                credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+                self.port = self.server.add_secure_port(address, credentials)
+            else:
+                self.port = self.server.add_insecure_port(address)
+        except (OSError, RuntimeError) as exc:
+            raise SystemExit(f"error: the gRPC service cannot listen on {address}: {exc}") from None
         self.tls = cert is not None and key is not None
 
     def request_body(self, request: Any) -> dict[str, Any]:
