@@ -97,9 +97,12 @@ class AllowEntry:
                 target.port,
             )
             return same_origin and target.path.startswith(prefix.path), same_origin
-        host, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
-        host = host.strip("[]")
-        same = host == target.host and (not port or port == str(target.port))
+        try:  # host, host:port, [v6], [v6]:port
+            parts = urlsplit(f"//{entry}")
+            host, port = (parts.hostname or "").rstrip("."), parts.port
+        except ValueError:  # a bare IPv6 address without brackets
+            host, port = entry.strip("[]"), None
+        same = host == target.host and (port is None or port == target.port)
         return same, same
 
 
