@@ -262,6 +262,52 @@ class Settings(BaseSettings):
         "may change and list the gallery through /v1/vision/face/register, /face/delete and "
         "/face/list. Otherwise those need an admin key, as /api/v2/gallery/ does.",
     )
+    google_image_uri_allow: list[str] = Field(
+        [],
+        description="Where the Google Cloud Vision dialect may fetch `image.source.imageUri` "
+        'images from, as JSON (`["https://cdn.example.com/public/", "images.example.com", '
+        '"*.example.org"]`): URL prefixes, hosts (optionally host:port), `*.domain` for its '
+        "subdomains, `*` for any host. Empty (the default): imageUri is refused, per image. "
+        "http(s) only; redirects are checked like the URL; a host resolving to a private, "
+        "loopback or link-local address is refused unless listed by name (docs/compat.md).",
+    )
+    google_image_uri_timeout_s: float = Field(
+        10.0,
+        description="Deadline for fetching one imageUri image, redirects included; the "
+        "image's size is limited by MAX_UPLOAD_BYTES.",
+    )
+    google_max_request_bytes: int = Field(
+        64 * 1024 * 1024,
+        description="Largest accepted JSON body of POST /v1/images:annotate (images come "
+        "base64-encoded, 4/3 of their size); larger bodies get 400 INVALID_ARGUMENT.",
+    )
+    google_service_accounts: dict[str, str] = Field(
+        {},
+        description="Service-account key files the Google Cloud Vision dialect accepts, as "
+        'JSON `{"/path/sa.json": "KEY_NAME"}`: a client built from that file sends a token it '
+        "signs itself (`authorization: Bearer`), verified here with the file's key, and its "
+        "calls are charged to our key KEY_NAME (`imagerecognize keys create KEY_NAME`). "
+        "Needs the `grpc` extra (google-auth). Empty: API keys only.",
+    )
+    google_grpc_port: int | None = Field(
+        None,
+        description="Port of the Google Cloud Vision gRPC service (ImageAnnotator/"
+        "BatchAnnotateImages, the official clients' default transport); needs the `grpc` "
+        "extra (`pip install imagerecognize[grpc]`). Unset: not served.",
+    )
+    google_grpc_host: str = Field(
+        "127.0.0.1",
+        description="Address the gRPC service listens on (0.0.0.0: every interface).",
+    )
+    google_grpc_tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate chain of the gRPC service; with GOOGLE_GRPC_TLS_KEY it "
+        "serves TLS (what the clients expect unless given a plaintext channel). Unset: "
+        "plaintext.",
+    )
+    google_grpc_tls_key: Path | None = Field(
+        None, description="PEM private key of GOOGLE_GRPC_TLS_CERT."
+    )
     faces_model: str | None = Field(
         None, description="Model answering detect_faces (see `imagerecognize models list`)."
     )

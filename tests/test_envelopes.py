@@ -59,6 +59,17 @@ def deepstack_answer(response: httpx.Response) -> None:
     assert 400 <= response.status_code < 500, body
 
 
+def google_error(response: httpx.Response) -> None:
+    """Google's error body: {"error": {"code" (the HTTP status), "message", "status"}}, with a
+    client error status (403 without a valid key, 404 or 501 for other paths)."""
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert error["code"] == response.status_code and error["message"], body
+    assert isinstance(error["status"], str) and error["status"].isupper(), body
+    assert 400 <= response.status_code < 500 or response.status_code == 501, body
+
+
 def static_file(response: httpx.Response) -> None:
     """A missing or escaping file of the page's folders: 404 in the v2 envelope (the app's
     handler answers every HTTPException so)."""
@@ -113,7 +124,10 @@ def page_or_rekognition(response: httpx.Response) -> None:
 DIALECTS: dict[str, Checker] = {
     "/api/v2/": v2_envelope,  # the imagerecognize v2 API and the gallery of known people
     "/api/v1/": compreface_error,  # CompreFace (server/http/compreface/)
-    "/v1/": deepstack_answer,  # DeepStack / CodeProject.AI (server/http/deepstack/)
+    "/v1/vision/": deepstack_answer,  # DeepStack / CodeProject.AI (server/http/deepstack/)
+    "/v1/image/": deepstack_answer,
+    "/v1/": google_error,  # Google Cloud Vision (server/http/google/)
+    "/v1p1beta1/": google_error,
     "/static/": static_file,  # the page's files and the API reference's (mounts)
 }
 # Routes of no dialect: operations and the page, each with its own answer.

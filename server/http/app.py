@@ -17,8 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.runtimes.device import choose_device
 from server import __version__
-from server.http import compreface, deepstack, rekognition, v2
+from server.http import compreface, deepstack, google, rekognition, v2
 from server.http.cors import install_browser_middleware
+from server.http.google.grpc_service import start_grpc
 from server.http.observability import ObservabilityMiddleware
 from server.http.ops_routes import router as ops_router
 from server.http.respond import RequestIdMiddleware, envelope
@@ -41,8 +42,9 @@ from server.telemetry import metrics
 log = logging.getLogger(__name__)
 
 # The API dialects: each a sub-package of server/http/ with one router (docs/design.md,
-# "Adding a dialect"). DeepStack's comes last: it answers every other path under /v1/.
-DIALECTS = (v2, compreface, rekognition, deepstack)
+# "Adding a dialect"). Google's comes last: it answers every path under /v1/ but
+# DeepStack's /v1/vision/ and /v1/image/.
+DIALECTS = (v2, compreface, rekognition, deepstack, google)
 RECLAIM_INTERVAL_S = 60.0
 # A reservation older than the request timeout plus this is abandoned whoever holds it.
 RESERVATION_GRACE_S = 300.0
@@ -141,6 +143,7 @@ def create_app(
             await prepare_models(pipeline, readiness)
         else:
             log.info("models load on first use (IMAGERECOGNIZE_PRELOAD=false)")
+        vision_grpc = await start_grpc(settings, lambda: app.state.imagerecognize)
         drain.install(asyncio.get_running_loop())
         purge = asyncio.create_task(
             _purge_periodically(results, settings.result_purge_interval_s)
@@ -151,6 +154,8 @@ def create_app(
             yield
         finally:
             drain.uninstall()
+            if vision_grpc is not None:
+                await vision_grpc.stop()
             purge.cancel()
             trim.cancel()
             reclaim.cancel()

@@ -14,6 +14,7 @@ callers use the same object: ``analyze`` runs every step; the service calls ``in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -159,6 +160,45 @@ class AnalysisPipeline:
             image, item = await self.in_pool(stages.prepare, model, data, info, self.decode_budget)
         output = await batcher.submit(item)
         return await self.in_pool(self._finish, model, type_, output, item, image, params, then)
+
+    async def run_types(
+        self,
+        batchers: dict[str, Batcher],
+        data: bytes,
+        info: ImageInfo,
+        params: dict[str, dict[str, Any]],
+    ) -> dict[str, PipelineResult]:
+        """Several types' analyses of one image: decoded once (at the largest size any of
+        their models reads) and each type's preprocess in one trip to the decode pool, each
+        model's batched call (side by side), then each postprocess in one more trip. Any
+        failure fails the whole (the first one is raised)."""
+        with contextlib.ExitStack() as expecting:
+            for batcher in batchers.values():
+                expecting.enter_context(batcher.expecting())
+            models = {type_: batcher.model for type_, batcher in batchers.items()}
+            image, items = await self.in_pool(
+                stages.prepare_once, models, data, info, self.decode_budget
+            )
+        outputs = await asyncio.gather(
+            *(batcher.submit(items[type_]) for type_, batcher in batchers.items())
+        )
+        done = dict(zip(batchers, outputs, strict=True))
+        return await self.in_pool(self._finish_types, models, done, items, image, params)
+
+    @staticmethod
+    def _finish_types(
+        models: dict[str, Recognizer],
+        outputs: dict[str, Any],
+        items: dict[str, Any],
+        image: DecodedImage,
+        params: dict[str, dict[str, Any]],
+    ) -> dict[str, PipelineResult]:
+        return {
+            type_: stages.postprocess(
+                model, type_, outputs[type_], items[type_], image, params[type_]
+            )
+            for type_, model in models.items()
+        }
 
     @staticmethod
     def _finish(

@@ -160,3 +160,25 @@ def analyse_decoded(
         except Exception as exc:
             results[index] = exc
     return [result for result in results if result is not None]
+
+
+def decode_once(
+    models: list[Recognizer], data: bytes, info: ImageInfo, budget: DecodeBudget
+) -> DecodedImage:
+    """The image decoded once for several models: at the largest size any of them reads (a
+    model without a limit reads the full size), under the budget. Each model's preprocess
+    reduces it to its own size, as from its own decode (a JPEG larger than a model's side
+    may then differ from its own draft decode by a grey level here and there)."""
+    sides = [model.input_max_side for model in models]
+    largest = None if None in sides else max(side for side in sides if side is not None)
+    with budget.hold(info.decode_bytes):
+        return decode_image(data, info, largest)
+
+
+def prepare_once(
+    models: dict[str, Recognizer], data: bytes, info: ImageInfo, budget: DecodeBudget
+) -> tuple[DecodedImage, dict[str, Any]]:
+    """decode once, then each type's model's preprocess: what runs before the image waits
+    for its batches."""
+    image = decode_once(list(models.values()), data, info, budget)
+    return image, {type_: preprocess(model, image) for type_, model in models.items()}

@@ -29,7 +29,7 @@ from server.catalog import CACHE_DEFAULT_LIMIT, CACHE_TYPE, FACES_TYPE
 from server.errors import ApiError, ErrorKind, ModelUnavailableError
 from server.pipeline.analysis import AnalysisPipeline, PipelineResult
 from server.pipeline.batching import Batcher
-from server.service import faces
+from server.service import faces, multi
 from server.service.admission import FormRequest, check_form
 from server.service.aws import AwsSupport
 from server.service.checks import NO_SUCH_RESULT, could_be_stored_result_id
@@ -225,6 +225,12 @@ class ApplicationService:
             "cached": cached,
             "elapsed_ms": round((time.perf_counter() - started) * 1000.0, 1),
         }
+
+    async def analyze_batch(
+        self, key: KeyRecord, jobs: list[multi.ImageJob]
+    ) -> list[dict[str, dict[str, Any]] | Exception]:
+        """Several types of each image, one unit per image answered (server/service/multi.py)."""
+        return await multi.analyze_batch(self, key, jobs)
 
     async def recognize_candidates(
         self, key: KeyRecord, data: bytes, candidates: int

@@ -272,10 +272,16 @@ _ROUTES = frozenset(
 
 
 @router.api_route(
-    "/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+    "/v1/vision/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    include_in_schema=False,
+)
+@router.api_route(
+    "/v1/image/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    include_in_schema=False,
 )
 async def not_found(request: Request) -> JSONResponse:
-    """Unknown paths and methods under /v1/ answer in DeepStack's envelope, too."""
+    """Unknown paths and methods under DeepStack's prefixes answer in its envelope, too (the
+    rest of /v1/ is Google's: server/http/google/)."""
     path = request.url.path
     if path in _ROUTES or path.startswith(f"{PREFIX}/custom/"):
         return shapes.failure(405, "Method Not Allowed", {"Allow": "POST"})
