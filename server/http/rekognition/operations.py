@@ -101,13 +101,18 @@ class Call:
         return data
 
     async def image(self, name: str = "Image") -> bytes:
+        """The image's bytes, at most 5 MiB (the API's limit) and at most the operator's
+        IMAGERECOGNIZE_MAX_UPLOAD_BYTES."""
         given = self.members.image(name)
+        limit = min(MAX_IMAGE_BYTES, self.service.settings.max_upload_bytes)
         if given.data is not None:
+            if len(given.data) > limit:
+                raise AwsError(IMAGE_TOO_LARGE, "Image size is too large.")
             return given.data
         assert given.s3 is not None
         try:
             return await self.service.aws.read_s3_object(
-                given.s3.bucket, given.s3.name, given.s3.version, MAX_IMAGE_BYTES
+                given.s3.bucket, given.s3.name, given.s3.version, limit
             )
         except ImageObjectTooLargeError as exc:
             raise AwsError(IMAGE_TOO_LARGE, str(exc)) from None
