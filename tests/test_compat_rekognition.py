@@ -618,3 +618,14 @@ def test_malformed_members_are_invalid_parameters(quiet) -> None:
         ), error
         assert named.lower() in error["message"].lower(), (named, error)
     assert keys.find("odd").quota == 5
+
+
+def test_the_operators_upload_limit_holds_too(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", preload=False, max_upload_bytes=1000)
+    server = ThreadedServer(create_app(settings))
+    try:
+        client = rekognition(server.url, credentials_for(settings, key_store(settings), "small"))
+        with pytest.raises(client.exceptions.ImageTooLargeException):
+            client.detect_faces(Image={"Bytes": b"\xff" * 1001})
+    finally:
+        server.stop()
