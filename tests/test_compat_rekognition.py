@@ -436,6 +436,9 @@ def test_collection_round_trip(served, astronaut, grace_hopper) -> None:
     celebrities = client.recognize_celebrities(Image={"Bytes": hopper})
     (known,) = celebrities["CelebrityFaces"]
     assert known["Name"] == "Grace_Hopper" and known["MatchConfidence"] > 80
+    assert known["Face"]["Confidence"] > 99  # the detector's, as Rekognition gives it
+    stranger = client.recognize_celebrities(Image={"Bytes": astronaut_jpeg})
+    assert stranger["CelebrityFaces"] == [] and len(stranger["UnrecognizedFaces"]) == 1
     assert celebrities["UnrecognizedFaces"] == []
 
 

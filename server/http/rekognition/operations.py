@@ -220,27 +220,28 @@ def celebrity_id(name: str) -> str:
 
 async def recognize_celebrities(call: Call) -> dict[str, Any]:
     image = await call.image()
-    data = await call.analyze(FACES_TYPE, {}, image)
+    # Every face with the detector's confidence and its best match, if any (one unit).
+    data = await call.service.recognize_candidates(call.key, image, 1)
+    note_answer(data)
     width, height = _size(data)
-    celebrities = []
-    for person in data["objects"]:
-        face = shapes.face_detail(person, width, height)
-        del face["Confidence"]  # the match's, not the detector's: not known here
+    celebrities, unrecognized = [], []
+    for face in data["faces"]:  # most probable first
+        detail = shapes.face_detail(face, width, height)
+        if not face["matches"]:
+            unrecognized.append(detail)
+            continue
+        best = face["matches"][0]
         celebrities.append(
             {
                 "Urls": [],
-                "Name": person["name"],
-                "Id": celebrity_id(person["name"]),
-                "Face": face,
-                "MatchConfidence": similarity_from_match_confidence(float(person["confidence"])),
+                "Name": best["name"],
+                "Id": celebrity_id(best["name"]),
+                "Face": detail,
+                "MatchConfidence": similarity_from_match_confidence(float(best["confidence"])),
             }
         )
-    return {
-        "CelebrityFaces": celebrities,
-        "UnrecognizedFaces": [
-            shapes.face_detail(f, width, height) for f in data.get("unrecognized", [])
-        ],
-    }
+    celebrities.sort(key=lambda celebrity: celebrity["MatchConfidence"], reverse=True)
+    return {"CelebrityFaces": celebrities, "UnrecognizedFaces": unrecognized}
 
 
 def _described_face(face: FaceDescription, width: int, height: int) -> dict[str, Any]:
