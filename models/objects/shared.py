@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from models.base import Analysis, Recognizer
@@ -20,7 +21,7 @@ from models.options import ModelOptions
 @dataclass(frozen=True)
 class ObjectsInput:
     detector: torch.Tensor
-    classifier: torch.Tensor
+    classifier: torch.Tensor | np.ndarray  # ImageNetClassifier.preprocess's, per runtime
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class ClassifiedDetector(Recognizer):
         super().__init__(device, options)
         self.model_dir = options.model_dir
         self.classifier = ImageNetClassifier(
-            device, self.model_dir, options.torch_threads, options.compile
+            device, self.model_dir, options.torch_threads, options.compile, options.cpu_runtime
         )
 
     @abstractmethod
@@ -58,6 +59,7 @@ class ClassifiedDetector(Recognizer):
 
     def unload(self) -> None:
         self.classifier.net = None
+        self.classifier.litert = None
         super().unload()
 
     def preprocess(self, image: DecodedImage) -> ObjectsInput:
@@ -65,7 +67,7 @@ class ClassifiedDetector(Recognizer):
 
     def predict(self, batch: Sequence[ObjectsInput]) -> list[ObjectsOutput]:
         detections = self.detect([item.detector for item in batch])
-        classes = self.classifier.predict(torch.stack([item.classifier for item in batch]))
+        classes = self.classifier.predict([item.classifier for item in batch])
         return [ObjectsOutput(d, c) for d, c in zip(detections, classes, strict=True)]
 
     def postprocess(
