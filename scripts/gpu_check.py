@@ -525,6 +525,14 @@ def steps(state: Run) -> None:
             )
     # 4. Decoding.
     state.subprocess_step("decode", None, state.step_command("decode", "-"), 60, "decode")
+    # 5. On the CPU: its runtimes (OpenVINO, LiteRT) against torch and ONNX Runtime.
+    if not args.device.startswith("cuda"):
+        for type_, missing in types.items():
+            if missing:
+                state.record("cpu runtimes", type_, NOT_MEASURED, reason=missing)
+            else:
+                command = state.step_command("runtimes", type_)
+                state.subprocess_step("cpu runtimes", type_, command, 120, f"runtimes-{type_}")
 
 
 def pytest_step(state: Run, command: list[str]) -> None:
@@ -617,7 +625,13 @@ def step_main(args: argparse.Namespace) -> int:
     # The runner stops a step with SIGTERM: unwind, so that a started server is stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-    measure = {"raw": raw_step, "http": http_step, "half": half_step, "decode": decode_step}
+    measure = {
+        "raw": raw_step,
+        "http": http_step,
+        "half": half_step,
+        "decode": decode_step,
+        "runtimes": runtimes_step,
+    }
     result = measure[args.kind](args)
     print("RESULT " + json.dumps(result), flush=True)
     return 0
@@ -830,6 +844,37 @@ def half_step(args: argparse.Namespace) -> dict:
     return {"tolerances": tolerances(args.type), **verdicts}
 
 
+def runtimes_step(args: argparse.Namespace) -> dict:
+    """On the CPU: the answers and the time per photo (one at a time, after a warm-up round)
+    of the type's CPU runtimes (IMAGERECOGNIZE_CPU_RUNTIME=auto: OpenVINO, LiteRT) against
+    those from before them (=torch: torch and ONNX Runtime), within the half-precision
+    tolerances."""
+    photos = test_photos()
+    found: dict[str, dict] = {}
+    ms: dict[str, float] = {}
+    parts: dict[str, str] = {}
+    for runtime in ("torch", "auto"):
+        model, _p, close = pipeline_model(args.type, step_settings(cpu_runtime=runtime))
+        try:
+            answers(model, photos, args.type)  # warm-up
+            started = time.perf_counter()
+            found[runtime] = answers(model, photos, args.type)
+            ms[runtime] = round((time.perf_counter() - started) * 1000 / len(photos), 1)
+            options = model.options
+            parts[runtime] = ", ".join(str(p) for p in model.placement(model.device, options))
+        finally:
+            close()
+    verdict = compare(args.type, found["torch"], found["auto"])
+    return {
+        "status": MEASURED if verdict["within"] else FAILED,
+        "tolerances": tolerances(args.type),
+        "placements": parts,
+        "ms_per_image": ms,
+        "speedup": round(ms["torch"] / ms["auto"], 2) if ms["auto"] else None,
+        **verdict,
+    }
+
+
 def tolerances(type_: str) -> str:
     return {
         "nsfw": f"score within {NSFW_POINTS} points",
@@ -1011,6 +1056,13 @@ def figures(entry: dict[str, Any]) -> str:
         )
     if step == "decode":
         return "; ".join(f"{k}: {v}" for k, v in entry.items() if k.endswith("per_s"))
+    if step == "cpu runtimes":
+        ms = entry["ms_per_image"]
+        return (
+            f"{entry['placements']['auto']}: {ms['auto']:g} ms/img against "
+            f"{ms['torch']:g} ({entry['placements']['torch']}), x{entry['speedup']:g}; "
+            f"{'same answers' if entry['within'] else 'ANSWERS DIFFER'} (worst {entry['worst']})"
+        )
     return ""
 
 
@@ -1050,7 +1102,7 @@ def main() -> int:
             )
             sub.add_argument("--work", help="folder for converted weights (default: temporary)")
         else:
-            sub.add_argument("kind", choices=("raw", "http", "half", "decode"))
+            sub.add_argument("kind", choices=("raw", "http", "half", "decode", "runtimes"))
             sub.add_argument("type")
         sub.add_argument("--device", default="cuda:0")
         sub.add_argument(

@@ -25,6 +25,7 @@ STEPS = [
     ("server over HTTP", "nsfw"),
     ("half precision", "nsfw"),
     ("decode", None),
+    ("cpu runtimes", "nsfw"),
 ]
 
 

@@ -17,7 +17,7 @@ from models.base import Analysis, Part, Recognizer, WeightSource, device_name
 from models.common import box_dict, confidence, package_dir, package_version, sha256_of
 from models.images import DecodedImage
 from models.options import ModelOptions
-from models.runtimes.device import cpu_network_runtime, stack_to_device
+from models.runtimes.device import cpu_network_runtime, stack_to_device, torch_threads
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 # P-, R- and O-Net score thresholds and pyramid factor: facenet-pytorch's defaults.
@@ -27,6 +27,11 @@ PYRAMID_FACTOR = 0.709
 # boxes within 1e-4 px (docs/performance.md).
 CPU_RUNTIME = "openvino"
 NETWORKS = ("pnet", "rnet", "onet")
+# Threads of the cascade's own torch ops around the networks (the image pyramid's
+# resampling, one resize per candidate box, box handling): hundreds of small ops per image,
+# each an OpenMP region where the team costs more than it saves. One thread gives the same
+# bits, and measured 3.6x faster for the whole detection on 2 busy cores (docs/performance.md).
+CASCADE_THREADS = 1
 # Each network's input when traced for OpenVINO, and the dimensions left free: P-Net sees
 # every pyramid level's size, R- and O-Net a batch of as many crops as there are candidates.
 OPENVINO_INPUTS = {
@@ -42,19 +47,22 @@ def mtcnn_runtime(device: torch.device, options: ModelOptions) -> str:
 
 class OpenVinoStage:
     """One MTCNN network on OpenVINO, called as facenet-pytorch's cascade calls its torch
-    networks: a float32 tensor in, a tuple of tensors out."""
+    networks: a float32 tensor in, a tuple of tensors out; with ``share`` threads."""
 
     _DTYPE = torch.zeros(0)
 
-    def __init__(self, network: Any):
+    def __init__(self, network: Any, share: int | None = None):
         self.network = network
+        self.share = share
 
     def parameters(self) -> Any:
         yield self._DTYPE  # the cascade reads its input dtype from the first parameter
 
+    def with_share(self, share: int) -> OpenVinoStage:
+        return OpenVinoStage(self.network, share)
+
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # The call's share of the cores: that of the torch call it runs in.
-        outputs = self.network.run(batch.contiguous().numpy(), share=torch.get_num_threads())
+        outputs = self.network.run(batch.contiguous().numpy(), share=self.share)
         return tuple(torch.from_numpy(output) for output in outputs)
 
 
@@ -159,7 +167,15 @@ class MtcnnFaceDetector(Recognizer):
             # detect_face fails on an empty pyramid).
             return [[] for _ in batch]
         pixels = stack_to_device([item.pixels for item in batch], self.device)
-        with torch.inference_mode():
+        cascade_threads = torch.get_num_threads()
+        if self.runtime == "openvino":
+            # The networks get the call's share of the cores (that of the torch call it runs
+            # in); the cascade's own torch ops run with CASCADE_THREADS (torch's networks
+            # would run with it too: only with OpenVINO's).
+            share = torch.get_num_threads()
+            pnet, rnet, onet = (stage.with_share(share) for stage in (pnet, rnet, onet))
+            cascade_threads = min(share, CASCADE_THREADS)
+        with torch.inference_mode(), torch_threads(cascade_threads):
             batch_boxes, batch_points = detect_face(
                 pixels,
                 self.min_face_size,

@@ -24,7 +24,7 @@ from models.objects.ssd_network import (
     tf_resize_bilinear,
 )
 from models.options import ModelOptions
-from models.runtimes.device import cpu_network_runtime, tensor_to_device
+from models.runtimes.device import cpu_network_runtime, tensor_to_device, torch_threads
 
 # On the CPU: OpenVINO in float32, measured x1.6-1.8 faster than torch with scores within
 # 6e-7 and the same detections (docs/performance.md).
@@ -138,7 +138,8 @@ class SsdMobileNetV2Detector(ClassifiedDetector):
             encodings, logits = self._openvino.run(
                 torch.stack(inputs).numpy(), share=torch.get_num_threads()
             )
-            with torch.inference_mode():
+            # Elementwise ops: one thread computes the same bits without an OpenMP team.
+            with torch.inference_mode(), torch_threads(1):
                 boxes = decode_boxes(torch.from_numpy(encodings), self._anchors)
                 scores = torch.sigmoid(torch.from_numpy(logits))
             return [RawDetections(b, s) for b, s in zip(boxes, scores, strict=True)]
