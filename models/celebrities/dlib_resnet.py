@@ -500,21 +500,20 @@ class OpenVinoDescriptor:
     runtime = "openvino"
 
     def __init__(self, source: Path, model_dir: Path, threads: int):
-        from models.common import cached_conversion
+        from models.common import cached_conversion, sha256_of
         from models.runtimes.openvino import OpenVinoNetwork, cached_ir, convert_torch
 
-        target = Path(model_dir) / CONVERTED_FILE
-        converted = cached_conversion(source, target, convert_dlib_network)
-        net = DlibFaceResNet()
-        net.load_state_dict(converted["state_dict"])
-        net = net.fold_affines().eval()
-        model = cached_ir(
-            model_dir,
-            "dlib_face_recognition_resnet_model_v1",
-            converted["source_sha256"],
-            lambda: convert_torch(net, torch.zeros((1, 3, CHIP_SIZE, CHIP_SIZE)), dynamic=[[0]]),
-        )
-        self.network = OpenVinoNetwork(model, threads, threads)
+        def convert() -> Any:
+            target = Path(model_dir) / CONVERTED_FILE
+            converted = cached_conversion(source, target, convert_dlib_network)
+            net = DlibFaceResNet()
+            net.load_state_dict(converted["state_dict"])
+            example = torch.zeros((1, 3, CHIP_SIZE, CHIP_SIZE))
+            return convert_torch(net.fold_affines().eval(), example, dynamic=[[0]])
+
+        name = "dlib_face_recognition_resnet_model_v1"
+        model = cached_ir(model_dir, name, sha256_of(source), convert)
+        self.network = OpenVinoNetwork(model, threads, threads, model_dir)
 
     def describe(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         """N x 128 float32 descriptors of 150 x 150 RGB chips (dlib.get_face_chip's)."""

@@ -135,7 +135,7 @@ class MtcnnFaceDetector(Recognizer):
             sha256_of(folder / "data" / f"{name}.pt"),
             lambda: convert_torch(net, torch.zeros(shape), dynamic=[free]),
         )
-        return OpenVinoStage(OpenVinoNetwork(model, self.threads, self.threads))
+        return OpenVinoStage(OpenVinoNetwork(model, self.threads, self.threads, self.model_dir))
 
     def unload(self) -> None:
         self._nets = None

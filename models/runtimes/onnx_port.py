@@ -147,10 +147,10 @@ class OrtNetwork:
 class OpenVinoOnnxNetwork:
     runtime = Runtime.OPENVINO
 
-    def __init__(self, source: Path, threads: int, instances: int):
+    def __init__(self, source: Path, threads: int, instances: int, model_dir: Path):
         from models.runtimes.openvino import OpenVinoNetwork
 
-        self.network = OpenVinoNetwork(source, threads, instances)
+        self.network = OpenVinoNetwork(source, threads, instances, model_dir)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.network.run(batch)[0]
@@ -184,5 +184,5 @@ def load_network(
     if runtime == Runtime.TORCH:
         return TorchNetwork(cached_port(source, port_path(model_dir, source)), device)
     if runtime == Runtime.OPENVINO:
-        return OpenVinoOnnxNetwork(source, threads, instances)
+        return OpenVinoOnnxNetwork(source, threads, instances, model_dir)
     return OrtNetwork(source, device, threads, instances)

@@ -13,6 +13,9 @@ Three settings decide what a compiled network computes and how fast (docs/perfor
   calls beside others;
 - no pinning of threads to cores: the cores are shared with torch's OpenMP team and the
   decode pool.
+
+Compiled networks are cached in the model folder too (OpenVINO's CACHE_DIR): a later start
+compiles PP-OCR's detector and recogniser in about a third of the time.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 IR_FOLDER = "openvino"
+CACHE_FOLDER = "cache"  # inside IR_FOLDER
 
 
 @cache
@@ -47,20 +51,24 @@ def openvino_version() -> str:
     return ov.get_version()
 
 
-def cpu_config(threads: int, streams: int) -> dict[str, Any]:
-    return {
+def cpu_config(threads: int, streams: int, model_dir: Path | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {
         "INFERENCE_PRECISION_HINT": "f32",
         "INFERENCE_NUM_THREADS": max(1, threads),
         "NUM_STREAMS": max(1, streams),
         "ENABLE_CPU_PINNING": False,
     }
+    if model_dir is not None:
+        config["CACHE_DIR"] = str(Path(model_dir) / IR_FOLDER / CACHE_FOLDER)
+    return config
 
 
 class _Compiled:
     """One compiled network and its infer requests (a request serves one call at a time)."""
 
-    def __init__(self, model: Any, threads: int, streams: int):
-        self.compiled = core().compile_model(model, "CPU", cpu_config(threads, streams))
+    def __init__(self, model: Any, threads: int, streams: int, model_dir: Path | None):
+        config = cpu_config(threads, streams, model_dir)
+        self.compiled = core().compile_model(model, "CPU", config)
         self._free: list[Any] = []
         self._lock = threading.Lock()
 
@@ -81,15 +89,20 @@ class OpenVinoNetwork:
 
     runtime = "openvino"
 
-    def __init__(self, model: Any, threads: int, instances: int = 1):
+    def __init__(
+        self, model: Any, threads: int, instances: int = 1, model_dir: Path | None = None
+    ):
         """``model``: an ``openvino.Model`` or the path of a file OpenVINO reads (IR, ONNX);
-        ``threads``: those of a call alone; ``instances``: calls that may run side by side."""
+        ``threads``: those of a call alone; ``instances``: calls that may run side by side;
+        ``model_dir``: the model folder, where compiled networks are cached."""
         if isinstance(model, str | Path):
             model = core().read_model(str(model))
         self.threads = max(1, threads)
-        self.wide = _Compiled(model, self.threads, 1)
+        self.wide = _Compiled(model, self.threads, 1, model_dir)
         streams = min(max(1, instances), self.threads)
-        self.narrow = self.wide if streams == 1 else _Compiled(model, self.threads, streams)
+        self.narrow = (
+            self.wide if streams == 1 else _Compiled(model, self.threads, streams, model_dir)
+        )
         self._running = 0
         self._lock = threading.Lock()
 
