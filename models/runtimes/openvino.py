@@ -172,25 +172,31 @@ def cached_ir(
     return core().read_model(str(xml))
 
 
-def convert_torch(module: Any, example: Any, dynamic: Sequence[Sequence[int]] = ()) -> Any:
-    """An OpenVINO model of a torch module, traced on ``example`` (a tensor or a tuple).
-    ``dynamic``: per input, the dimensions left free (-1) after tracing, e.g. the batch."""
+def convert_torch(
+    module: Any, example: Any, dynamic: Sequence[Sequence[int]] = ()
+) -> Any:
+    """An OpenVINO model of a torch module, traced on ``example`` (a tensor or a tuple of
+    them) and exported to ONNX in memory, which OpenVINO reads. ``dynamic``: per input, the
+    dimensions left free, e.g. the batch. (OpenVINO's own ``convert_model`` of a torch module
+    traces too, and checks its trace by running it again: 4x slower for SSD, 25 s against 6.)"""
+    import io
     import warnings
 
-    import openvino as ov
     import torch
 
+    examples = example if isinstance(example, tuple) else (example,)
+    names = [f"input_{index}" for index in range(len(examples))]
+    free = {
+        names[index]: {dimension: f"input_{index}_{dimension}" for dimension in dimensions}
+        for index, dimensions in enumerate(dynamic)
+    }
+    exported = io.BytesIO()
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # Tracing warns of shapes read as Python numbers (TF "SAME" padding): each traced
-        # size is fixed, and the dimensions left free stay free by the reshape below.
+        # size is fixed, and the dimensions named free stay free.
         warnings.simplefilter("ignore")
-        model = ov.convert_model(module.eval(), example_input=example)
-    if dynamic:
-        shapes = {}
-        for index, free in enumerate(dynamic):
-            shape = model.inputs[index].get_partial_shape()
-            for dimension in free:
-                shape[dimension] = -1
-            shapes[model.inputs[index]] = shape
-        model.reshape(shapes)
-    return model
+        torch.onnx.export(
+            module.eval(), examples, exported, dynamo=False, input_names=names,
+            dynamic_axes=free,
+        )  # fmt: skip
+    return core().read_model(exported.getvalue(), b"")
