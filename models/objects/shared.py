@@ -11,11 +11,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models.base import Analysis, Recognizer
+from models.base import Analysis, Part, Recognizer, device_name
 from models.images import DecodedImage
 from models.objects.detections import MIN_SCORE, DetectorOutput, merge_labels
-from models.objects.imagenet import ImageNetClassifier
+from models.objects.imagenet import ImageNetClassifier, classifier_runtime
 from models.options import ModelOptions
+from models.runtimes.device import cpu_network_runtime
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,15 @@ class ClassifiedDetector(Recognizer):
 
     type: ClassVar[str] = "objects"
     concurrent_calls: ClassVar[bool] = True  # the detectors' and classifier's modules keep no state
+    # The detector's runtime on the CPU (the classifier's: models/objects/imagenet.py)
+    detector_cpu_runtime: ClassVar[str] = "torch"
+
+    @classmethod
+    def placement(cls, device: torch.device, options: ModelOptions) -> tuple[Part, ...]:
+        detector = cpu_network_runtime(device, options.cpu_runtime, cls.detector_cpu_runtime)
+        classifier = classifier_runtime(device, options.cpu_runtime)
+        where = device_name(device)
+        return (Part("detector", detector, where), Part("classifier", classifier, where))
 
     def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)

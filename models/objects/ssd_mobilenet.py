@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models.base import Part, WeightSource, device_name
+from models.base import WeightSource
 from models.common import cached_conversion, package_dir, sha256_of
 from models.images import DecodedImage
 from models.objects.detections import DetectorOutput, RawDetections
@@ -46,6 +46,7 @@ class SsdMobileNetV2Detector(ClassifiedDetector):
     # a long side of 1024 for boxes to stay within 2 % of a full decode's.
     input_max_side: ClassVar[int | None] = 1024
     CONVERTED_FILE: ClassVar[str] = "ssd_mobilenet_v2_coco.pt"
+    detector_cpu_runtime: ClassVar[str] = CPU_RUNTIME
 
     def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)
@@ -55,16 +56,6 @@ class SsdMobileNetV2Detector(ClassifiedDetector):
         self._openvino: Any = None  # an OpenVinoNetwork, when that runs the detector
         self._anchors: torch.Tensor | None = None
 
-    @classmethod
-    def placement(cls, device: torch.device, options: ModelOptions) -> tuple[Part, ...]:
-        from models.objects.imagenet import classifier_runtime
-
-        detector = cpu_network_runtime(device, options.cpu_runtime, CPU_RUNTIME)
-        classifier = classifier_runtime(device, options.cpu_runtime)
-        return (
-            Part("detector", detector, device_name(device)),
-            Part("classifier", classifier, device_name(device)),
-        )
 
     @staticmethod
     def graph_path() -> Path | None:
