@@ -500,6 +500,15 @@ def steps(state: Run) -> None:
     pytest_step(state, [python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
                         *shlex.split(args.pytest_args), *tests])  # fmt: skip
     models_list_step(state)
+    # 1b. On the CPU: its runtimes (OpenVINO, LiteRT) against torch and ONNX Runtime, first,
+    # since on a CPU they are what the run is for.
+    if not args.device.startswith("cuda"):
+        for type_, missing in types.items():
+            if missing:
+                state.record("cpu runtimes", type_, NOT_MEASURED, reason=missing)
+            else:
+                command = state.step_command("runtimes", type_)
+                state.subprocess_step("cpu runtimes", type_, command, 120, f"runtimes-{type_}")
     # 2. Raw pipeline and server, per type.
     for kind in ("raw", "http"):
         for type_, missing in types.items():
@@ -525,14 +534,6 @@ def steps(state: Run) -> None:
             )
     # 4. Decoding.
     state.subprocess_step("decode", None, state.step_command("decode", "-"), 60, "decode")
-    # 5. On the CPU: its runtimes (OpenVINO, LiteRT) against torch and ONNX Runtime.
-    if not args.device.startswith("cuda"):
-        for type_, missing in types.items():
-            if missing:
-                state.record("cpu runtimes", type_, NOT_MEASURED, reason=missing)
-            else:
-                command = state.step_command("runtimes", type_)
-                state.subprocess_step("cpu runtimes", type_, command, 120, f"runtimes-{type_}")
 
 
 def pytest_step(state: Run, command: list[str]) -> None:

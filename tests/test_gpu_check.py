@@ -21,11 +21,11 @@ STEPS = [
     ("install", None),
     ("cuda tests", None),
     ("models list", None),
+    ("cpu runtimes", "nsfw"),
     ("raw pipeline", "nsfw"),
     ("server over HTTP", "nsfw"),
     ("half precision", "nsfw"),
     ("decode", None),
-    ("cpu runtimes", "nsfw"),
 ]
 
 
