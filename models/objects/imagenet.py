@@ -14,8 +14,9 @@ from models.runtimes.compiled import compile_network
 from models.runtimes.device import cpu_network_runtime, tensor_to_device, torch_threads
 from models.runtimes.litert import LiteRtNetwork
 
-# On the CPU the .tflite file itself, on LiteRT (XNNPACK): it is the reference model, and
-# measured x3.5 faster than the compiled torch port, which needs no compile (docs/performance.md).
+# On the CPU the .tflite file itself, on LiteRT (XNNPACK): it is the reference model, it
+# measured x3.5 faster than the compiled torch port, and nothing is compiled at start
+# (docs/performance.md).
 CPU_RUNTIME = "litert"
 TFLITE_FILE = "efficientnet_lite3.tflite"
 
