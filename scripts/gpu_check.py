@@ -849,13 +849,17 @@ def runtimes_step(args: argparse.Namespace) -> dict:
     """On the CPU: the answers and the time per photo (one at a time, after a warm-up round)
     of the type's CPU runtimes (IMAGERECOGNIZE_CPU_RUNTIME=auto: OpenVINO, LiteRT) against
     those from before them (=torch: torch and ONNX Runtime), within the half-precision
-    tolerances."""
+    tolerances. objects: the detector's scores within 1.5 points (tests/test_objects.py's
+    bound), and the classifier's top-1 reported: LiteRT runs the .tflite file itself, the
+    reference that the torch port only approximates; that port runs uncompiled here (its
+    torch.compile takes minutes, more than the step's time)."""
     photos = test_photos()
     found: dict[str, dict] = {}
     ms: dict[str, float] = {}
     parts: dict[str, str] = {}
     for runtime in ("torch", "auto"):
-        model, _p, close = pipeline_model(args.type, step_settings(cpu_runtime=runtime))
+        settings = step_settings(cpu_runtime=runtime, compile=False)
+        model, _p, close = pipeline_model(args.type, settings)
         try:
             answers(model, photos, args.type)  # warm-up
             started = time.perf_counter()
@@ -865,15 +869,38 @@ def runtimes_step(args: argparse.Namespace) -> dict:
             parts[runtime] = ", ".join(str(p) for p in model.placement(model.device, options))
         finally:
             close()
-    verdict = compare(args.type, found["torch"], found["auto"])
+    if args.type == "objects":
+        verdict = compare_objects(found["torch"], found["auto"])
+    else:
+        verdict = compare(args.type, found["torch"], found["auto"])
     return {
         "status": MEASURED if verdict["within"] else FAILED,
-        "tolerances": tolerances(args.type),
+        "tolerances": (
+            "detector scores within 1.5 points; the classifier's top-1 counted"
+            if args.type == "objects"
+            else tolerances(args.type)
+        ),
         "placements": parts,
         "ms_per_image": ms,
         "speedup": round(ms["torch"] / ms["auto"], 2) if ms["auto"] else None,
         **verdict,
     }
+
+
+def compare_objects(reference: dict, candidate: dict) -> dict[str, Any]:
+    """The detector's raw scores within 1.5 points; the classifier's top-1, counted."""
+    problems: list[str] = []
+    worst = 0.0
+    same_top1 = 0
+    for name, ref in reference.items():
+        a, b = ref["output"], candidate[name]["output"]
+        moved = float((a.detections.scores - b.detections.scores).abs().max()) * 100
+        worst = max(worst, moved)
+        if moved > 1.5:
+            problems.append(f"{name}: a detector score moved {moved:.2f} points")
+        same_top1 += a.classes[0][0] == b.classes[0][0]
+    note = f"classifier top-1 equal on {same_top1} of {len(reference)}"
+    return {"within": not problems, "worst": round(worst, 4), "problems": problems, "note": note}
 
 
 def tolerances(type_: str) -> str:
