@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -173,11 +174,16 @@ def test_conversion_is_kept_and_redone_when_the_graph_changes(tmp_path: Path) ->
     converted = tmp_path / SsdMobileNetV2Detector.CONVERTED_FILE
     saved = torch.load(converted, weights_only=True)
     assert len(saved["source_sha256"]) == 64 and len(saved["state_dict"]) == 76 * 2
-    # On the CPU, OpenVINO runs it from IR converted once beside it.
+    # On the CPU, OpenVINO runs it from IR converted once from the port, beside it.
     assert (tmp_path / "openvino" / "ssd_mobilenet_v2_coco.xml").is_file()
+    note = tmp_path / "openvino" / "ssd_mobilenet_v2_coco.json"
+    assert json.loads(note.read_text())["source"] == saved["source_sha256"]
+    # As if the graph had changed: both conversions name another source file.
+    note.write_text(json.dumps({**json.loads(note.read_text()), "source": "0" * 64}))
     torch.save({"source_sha256": "0" * 64, "state_dict": {}}, converted)
     SsdMobileNetV2Detector(torch.device("cpu"), model_options(tmp_path)).load()
     assert torch.load(converted, weights_only=True)["source_sha256"] == saved["source_sha256"]
+    assert json.loads(note.read_text())["source"] == saved["source_sha256"]
 
 
 def test_classifier_top1_equals_the_tflite_interpreter(
