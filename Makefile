@@ -33,9 +33,9 @@ serve: setup
 	echo "  demo API key: $$key"; \
 	echo "  try: curl -F apikey=$$key -F type=detect_faces -F file=@photo.jpg http://$(HOST):$(PORT)/api/v2/"; \
 	echo ""; \
-	echo "  Preparing every model first, a line each (the first start converts and compiles:"; \
-	echo "  minutes on a small CPU; later starts: seconds). It answers once it prints"; \
-	echo "  'ready: answering on ...'."; \
+	echo "  Preparing every model first, a line each (the first start converts each network"; \
+	echo "  once: under a minute on a small CPU; later starts: seconds). It answers once it"; \
+	echo "  says it is ready, on a line of its own."; \
 	echo ""
 	$(BIN)/imagerecognize serve --host $(HOST) --port $(PORT)
 

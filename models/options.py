@@ -52,5 +52,8 @@ class ModelOptions:
     gallery: FaceGallery | None = None  # celebrities match against it; None: nobody known
     # torch.compile the networks measured to gain from it (models/runtimes/compiled.py)
     compile: bool = False
+    # On CPU: "auto", each network on the runtime measured fastest with the same answers
+    # (OpenVINO, LiteRT, ONNX Runtime), or "torch": no OpenVINO and no LiteRT
+    cpu_runtime: str = "auto"
     # type -> "fp16" or "bf16": that model's batches run under autocast, on CUDA only
     half_precision: dict[str, str] = field(default_factory=dict)

@@ -500,6 +500,15 @@ def steps(state: Run) -> None:
     pytest_step(state, [python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
                         *shlex.split(args.pytest_args), *tests])  # fmt: skip
     models_list_step(state)
+    # 1b. On the CPU: its runtimes (OpenVINO, LiteRT) against torch and ONNX Runtime, first,
+    # since on a CPU they are what the run is for.
+    if not args.device.startswith("cuda"):
+        for type_, missing in types.items():
+            if missing:
+                state.record("cpu runtimes", type_, NOT_MEASURED, reason=missing)
+            else:
+                command = state.step_command("runtimes", type_)
+                state.subprocess_step("cpu runtimes", type_, command, 120, f"runtimes-{type_}")
     # 2. Raw pipeline and server, per type.
     for kind in ("raw", "http"):
         for type_, missing in types.items():
@@ -617,7 +626,13 @@ def step_main(args: argparse.Namespace) -> int:
     # The runner stops a step with SIGTERM: unwind, so that a started server is stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-    measure = {"raw": raw_step, "http": http_step, "half": half_step, "decode": decode_step}
+    measure = {
+        "raw": raw_step,
+        "http": http_step,
+        "half": half_step,
+        "decode": decode_step,
+        "runtimes": runtimes_step,
+    }
     result = measure[args.kind](args)
     print("RESULT " + json.dumps(result), flush=True)
     return 0
@@ -830,6 +845,64 @@ def half_step(args: argparse.Namespace) -> dict:
     return {"tolerances": tolerances(args.type), **verdicts}
 
 
+def runtimes_step(args: argparse.Namespace) -> dict:
+    """On the CPU: the answers and the time per photo (one at a time, after a warm-up round)
+    of the type's CPU runtimes (IMAGERECOGNIZE_CPU_RUNTIME=auto: OpenVINO, LiteRT) against
+    those from before them (=torch: torch and ONNX Runtime), within the half-precision
+    tolerances. objects: the detector's scores within 1.5 points (tests/test_objects.py's
+    bound), and the classifier's top-1 reported: LiteRT runs the .tflite file itself, the
+    reference that the torch port only approximates; that port runs uncompiled here (its
+    torch.compile takes minutes, more than the step's time)."""
+    photos = test_photos()
+    found: dict[str, dict] = {}
+    ms: dict[str, float] = {}
+    parts: dict[str, str] = {}
+    for runtime in ("torch", "auto"):
+        settings = step_settings(cpu_runtime=runtime, compile=False)
+        model, _p, close = pipeline_model(args.type, settings)
+        try:
+            answers(model, photos, args.type)  # warm-up
+            started = time.perf_counter()
+            found[runtime] = answers(model, photos, args.type)
+            ms[runtime] = round((time.perf_counter() - started) * 1000 / len(photos), 1)
+            options = model.options
+            parts[runtime] = ", ".join(str(p) for p in model.placement(model.device, options))
+        finally:
+            close()
+    if args.type == "objects":
+        verdict = compare_objects(found["torch"], found["auto"])
+    else:
+        verdict = compare(args.type, found["torch"], found["auto"])
+    return {
+        "status": MEASURED if verdict["within"] else FAILED,
+        "tolerances": (
+            "detector scores within 1.5 points; the classifier's top-1 counted"
+            if args.type == "objects"
+            else tolerances(args.type)
+        ),
+        "placements": parts,
+        "ms_per_image": ms,
+        "speedup": round(ms["torch"] / ms["auto"], 2) if ms["auto"] else None,
+        **verdict,
+    }
+
+
+def compare_objects(reference: dict, candidate: dict) -> dict[str, Any]:
+    """The detector's raw scores within 1.5 points; the classifier's top-1, counted."""
+    problems: list[str] = []
+    worst = 0.0
+    same_top1 = 0
+    for name, ref in reference.items():
+        a, b = ref["output"], candidate[name]["output"]
+        moved = float((a.detections.scores - b.detections.scores).abs().max()) * 100
+        worst = max(worst, moved)
+        if moved > 1.5:
+            problems.append(f"{name}: a detector score moved {moved:.2f} points")
+        same_top1 += a.classes[0][0] == b.classes[0][0]
+    note = f"classifier top-1 equal on {same_top1} of {len(reference)}"
+    return {"within": not problems, "worst": round(worst, 4), "problems": problems, "note": note}
+
+
 def tolerances(type_: str) -> str:
     return {
         "nsfw": f"score within {NSFW_POINTS} points",
@@ -1011,6 +1084,13 @@ def figures(entry: dict[str, Any]) -> str:
         )
     if step == "decode":
         return "; ".join(f"{k}: {v}" for k, v in entry.items() if k.endswith("per_s"))
+    if step == "cpu runtimes":
+        ms = entry["ms_per_image"]
+        return (
+            f"{entry['placements']['auto']}: {ms['auto']:g} ms/img against "
+            f"{ms['torch']:g} ({entry['placements']['torch']}), x{entry['speedup']:g}; "
+            f"{'same answers' if entry['within'] else 'ANSWERS DIFFER'} (worst {entry['worst']})"
+        )
     return ""
 
 
@@ -1050,7 +1130,7 @@ def main() -> int:
             )
             sub.add_argument("--work", help="folder for converted weights (default: temporary)")
         else:
-            sub.add_argument("kind", choices=("raw", "http", "half", "decode"))
+            sub.add_argument("kind", choices=("raw", "http", "half", "decode", "runtimes"))
             sub.add_argument("type")
         sub.add_argument("--device", default="cuda:0")
         sub.add_argument(

@@ -174,9 +174,22 @@ class Settings(BaseSettings):
     compile: bool = Field(
         True,
         description="Compile, with torch.compile at load, the networks measured to gain "
-        "from it with unchanged outputs: on CPU the objects classifier (about 2.5x faster). "
-        "Takes about a minute on 2 cores the first time, seconds later (the generated code "
-        "is kept in MODEL_DIR/inductor); needs a C++ compiler, else they run uncompiled.",
+        "from it with unchanged outputs: on CPU the objects classifier's torch port (about "
+        "2.5x faster), which runs only with CPU_RUNTIME=torch (else LiteRT runs the classifier "
+        "and nothing is compiled). Takes about a minute on 2 cores the first time, seconds "
+        "later (the generated code is kept in MODEL_DIR/inductor); needs a C++ compiler, else "
+        "they run uncompiled.",
+    )
+    cpu_runtime: Literal["auto", "torch"] = Field(
+        "auto",
+        description="What runs the networks on CPU. auto: each on the runtime measured "
+        "fastest there with the same answers: OpenVINO in float32 (objects' SSD, MTCNN, dlib's "
+        "descriptor, PP-OCRv4), LiteRT (objects' classifier, the .tflite file itself), ONNX "
+        "Runtime (open_nsfw); the conversions are made once into MODEL_DIR/openvino. torch: "
+        "no OpenVINO and no LiteRT, as before they came: torch, and ONNX Runtime for the ONNX "
+        "files (for comparison, or if a runtime misbehaves). ONNX_CPU_RUNTIME and "
+        "CELEBRITIES_DESCRIPTOR_RUNTIME, when set, decide for their networks. On CUDA torch "
+        "always runs.",
     )
     onnx_threads: int = Field(
         default_factory=_default_threads,
@@ -188,13 +201,14 @@ class Settings(BaseSettings):
         "while several do, each uses ONNX_THREADS / ONNX_INSTANCES threads (on CPU, "
         "single-threaded calls side by side use the cores better than one split call).",
     )
-    onnx_cpu_runtime: Literal["auto", "onnxruntime", "torch"] = Field(
+    onnx_cpu_runtime: Literal["auto", "onnxruntime", "openvino", "torch"] = Field(
         "auto",
         description="What runs the ONNX networks of nsfw and detect_text (PP-OCRv4) on CPU: "
-        "onnxruntime, torch (their torch ports, converted once into MODEL_DIR/onnx_ports and "
-        "again when the ONNX file changes), or auto: the runtime measured faster on CPU, "
-        "ONNX Runtime for both (scripts/bench_onnx_port.py). On CUDA they always run the "
-        "torch ports.",
+        "onnxruntime, openvino (float32), torch (their torch ports, converted once into "
+        "MODEL_DIR/onnx_ports and again when the ONNX file changes), or auto: the runtime "
+        "measured fastest on CPU, OpenVINO for PP-OCRv4 and ONNX Runtime for open_nsfw "
+        "(ONNX Runtime for both with CPU_RUNTIME=torch). On CUDA they always run the torch "
+        "ports.",
     )
     decode_memory_mb: int = Field(
         default_factory=_default_decode_memory_mb,
@@ -222,12 +236,12 @@ class Settings(BaseSettings):
         description="Largest descriptor distance at which a face matches a gallery person. "
         "Default per model: 0.5 for dlib_resnet, 1.0 for facenet_vggface2.",
     )
-    celebrities_descriptor_runtime: Literal["auto", "dlib", "torch"] = Field(
+    celebrities_descriptor_runtime: Literal["auto", "dlib", "torch", "openvino"] = Field(
         "auto",
-        description="On the CPU, what computes dlib_resnet's face descriptors: dlib itself "
-        "or its torch port (the same network; descriptors within 1e-5). auto: the one "
-        "measured faster on the CPU, the torch port (scripts/bench_dlib_descriptor.py). On "
-        "CUDA the torch port always runs.",
+        description="On the CPU, what computes dlib_resnet's face descriptors: dlib itself, "
+        "its torch port, or that port on OpenVINO (the same network; descriptors within "
+        "1e-5). auto: the one measured fastest on the CPU, OpenVINO (the torch port with "
+        "CPU_RUNTIME=torch). On CUDA the torch port always runs.",
     )
     text_max_side: int = Field(
         960,
@@ -395,6 +409,7 @@ class Settings(BaseSettings):
             torch_threads=self.torch_threads,
             gallery=gallery,
             compile=self.compile,
+            cpu_runtime=self.cpu_runtime,
             half_precision=dict(self.half_precision),
         )
 

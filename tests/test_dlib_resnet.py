@@ -168,6 +168,10 @@ def test_runtime_choice() -> None:
     assert descriptor_runtime(cpu, "auto") == dlib_resnet.CPU_DEFAULT_RUNTIME
     assert descriptor_runtime(cpu, "dlib") == "dlib"
     assert descriptor_runtime(cpu, "torch") == "torch"
+    assert descriptor_runtime(cpu, "openvino") == "openvino"
+    # IMAGERECOGNIZE_CPU_RUNTIME=torch: the torch port, unless a runtime is named.
+    assert descriptor_runtime(cpu, "auto", "torch") == "torch"
+    assert descriptor_runtime(cpu, "dlib", "torch") == "dlib"
     with pytest.raises(ValueError, match="onnx"):
         descriptor_runtime(cpu, "onnx")
 
@@ -175,7 +179,7 @@ def test_runtime_choice() -> None:
 def test_settings_pick_the_runtime(tmp_path: Path, source: Path) -> None:
     from server.settings import Settings
 
-    for runtime in ("dlib", "torch"):
+    for runtime in ("dlib", "torch", "openvino"):
         settings = Settings(data_dir=tmp_path, celebrities_descriptor_runtime=runtime)
         options = settings.model_options()
         assert options.celebrities_descriptor_runtime == runtime

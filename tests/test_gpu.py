@@ -31,10 +31,20 @@ CUDA0 = torch.device("cuda:0")
 
 def test_every_served_model_says_where_it_computes(tmp_path: Path) -> None:
     served = {s.type: s for s in placement.served_models(make_settings(tmp_path), CPU)}
-    assert served["detect_faces"].parts == (Part("mtcnn", "torch", "cpu"),)
+    assert served["detect_faces"].parts == (Part("mtcnn", "openvino", "cpu"),)
     assert served["nsfw"].parts == (Part("open_nsfw", "onnxruntime", "cpu"),)
-    assert {p.runtime for p in served["detect_text"].parts} == {"onnxruntime"}
-    assert served["celebrities"].parts[1] == Part("dlib_resnet", "torch", "cpu")
+    assert {p.runtime for p in served["detect_text"].parts} == {"openvino"}
+    assert served["celebrities"].parts[1] == Part("dlib_resnet", "openvino", "cpu")
+    assert [p.runtime for p in served["objects"].parts] == ["openvino", "litert"]
+    # IMAGERECOGNIZE_CPU_RUNTIME=torch: the paths from before OpenVINO and LiteRT.
+    before = {
+        s.type: s
+        for s in placement.served_models(make_settings(tmp_path, cpu_runtime="torch"), CPU)
+    }
+    assert before["detect_faces"].parts == (Part("mtcnn", "torch", "cpu"),)
+    assert {p.runtime for p in before["detect_text"].parts} == {"onnxruntime"}
+    assert {p.runtime for p in before["objects"].parts} == {"torch"}
+    assert before["celebrities"].parts[1] == Part("dlib_resnet", "torch", "cpu")
     ported = placement.served_models(make_settings(tmp_path, onnx_cpu_runtime="torch"), CPU)
     assert {p.runtime for s in ported if s.type == "nsfw" for p in s.parts} == {"torch"}
 
@@ -87,8 +97,10 @@ def test_require_gpu_names_a_model_that_would_stay_on_the_cpu(
 def test_models_list_says_where_each_type_computes(tmp_path: Path) -> None:
     listing = run_cli(tmp_path, "models", "list").stdout
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    assert f"mtcnn                        torch on {device}" in listing
+    runtime = "torch" if device != "cpu" else "openvino"
+    assert f"mtcnn                        {runtime} on {device}" in listing
     if device == "cpu":
+        assert "detector: openvino on cpu, classifier: litert on cpu" in listing
         assert "open_nsfw                    onnxruntime on cpu" in listing
 
 
@@ -96,6 +108,9 @@ def test_models_list_says_where_each_type_computes(tmp_path: Path) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the refusal on a machine without CUDA")
 def test_serve_and_app_refuse_without_cuda_when_a_gpu_is_required(tmp_path: Path) -> None:
     env = dict(os.environ, IMAGERECOGNIZE_DATA_DIR=str(tmp_path), IMAGERECOGNIZE_REQUIRE_GPU="true")
+    # No device named (scripts/gpu_check.py --device cpu runs these tests with one): the
+    # refusal for a machine without CUDA, not the one for a device other than CUDA.
+    env.pop("IMAGERECOGNIZE_DEVICE", None)
     expected = "error: IMAGERECOGNIZE_REQUIRE_GPU is set, but no CUDA device is available"
     serve = subprocess.run(
         [sys.executable, "-m", "server", "serve", "--port", "1"],

@@ -21,6 +21,7 @@ STEPS = [
     ("install", None),
     ("cuda tests", None),
     ("models list", None),
+    ("cpu runtimes", "nsfw"),
     ("raw pipeline", "nsfw"),
     ("server over HTTP", "nsfw"),
     ("half precision", "nsfw"),

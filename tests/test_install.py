@@ -13,7 +13,7 @@ from packaging.requirements import Requirement
 from tests.conftest import ROOT
 
 # matplotlib is no test tool: `imagerecognize evaluate` draws its curves with it.
-TEST_TOOLS = {"pytest", "ruff", "scikit-learn", "ai-edge-litert", "httpx"}
+TEST_TOOLS = {"pytest", "ruff", "scikit-learn", "httpx"}
 
 
 def canonical(name: str) -> str:
@@ -48,6 +48,8 @@ def test_runtime_install_has_no_test_tools_and_one_opencv() -> None:
     assert not closure & TEST_TOOLS
     assert "opencv-python-headless" in closure and "opencv-python" not in closure
     assert {"alembic", "torch", "easyocr", "uvicorn", "rapidocr-onnxruntime"} <= closure
+    # The CPU runtimes serve: OpenVINO, and LiteRT for the objects classifier's .tflite.
+    assert {"openvino", "ai-edge-litert"} <= closure
 
 
 def test_install_script_keeps_rapidocr_from_pulling_opencv_python() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from models.common import package_dir
 from models.images import decode_image, inspect_image
 from models.objects.coco import COCO_LABELS
 from models.objects.detections import Detection
+from models.objects.imagenet import ImageNetClassifier
 from models.objects.ssd_mobilenet import SsdMobileNetV2Detector
 from server.settings import Settings
 from tests.conftest import encode, model_options, post_api
@@ -40,6 +42,17 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> SsdMobileNetV2Detector
     )
     model.load()
     return model
+
+
+@pytest.fixture(scope="module")
+def ported_classifier(tmp_path_factory: pytest.TempPathFactory) -> ImageNetClassifier:
+    """The classifier's torch port (on CUDA, or with IMAGERECOGNIZE_CPU_RUNTIME=torch),
+    uncompiled."""
+    options = model_options(tmp_path_factory.mktemp("models"), cpu_runtime="torch", compile=False)
+    classifier = SsdMobileNetV2Detector(torch.device("cpu"), options).classifier
+    classifier.load()
+    assert classifier.net is not None
+    return classifier
 
 
 def detect(detector: SsdMobileNetV2Detector, image: Image.Image, min_conf: int) -> list[Detection]:
@@ -161,18 +174,25 @@ def test_conversion_is_kept_and_redone_when_the_graph_changes(tmp_path: Path) ->
     converted = tmp_path / SsdMobileNetV2Detector.CONVERTED_FILE
     saved = torch.load(converted, weights_only=True)
     assert len(saved["source_sha256"]) == 64 and len(saved["state_dict"]) == 76 * 2
-    assert (tmp_path / "efficientnet_lite3.pt").is_file()
+    # On the CPU, OpenVINO runs it from IR converted once from the port, beside it.
+    assert (tmp_path / "openvino" / "ssd_mobilenet_v2_coco.xml").is_file()
+    note = tmp_path / "openvino" / "ssd_mobilenet_v2_coco.json"
+    assert json.loads(note.read_text())["source"] == saved["source_sha256"]
+    # As if the graph had changed: both conversions name another source file.
+    note.write_text(json.dumps({**json.loads(note.read_text()), "source": "0" * 64}))
     torch.save({"source_sha256": "0" * 64, "state_dict": {}}, converted)
     SsdMobileNetV2Detector(torch.device("cpu"), model_options(tmp_path)).load()
     assert torch.load(converted, weights_only=True)["source_sha256"] == saved["source_sha256"]
+    assert json.loads(note.read_text())["source"] == saved["source_sha256"]
 
 
 def test_classifier_top1_equals_the_tflite_interpreter(
-    detector: SsdMobileNetV2Detector, reference_photos: dict[str, Image.Image]
+    ported_classifier: ImageNetClassifier, reference_photos: dict[str, Image.Image]
 ) -> None:
+    """The torch port (the CPU runs the .tflite file itself: tests/test_cpu_runtimes.py)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    classifier = detector.classifier
+    classifier = ported_classifier
     interpreter = Interpreter(model_path=str(classifier.folder() / "efficientnet_lite3.tflite"))
     interpreter.allocate_tensors()
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -237,7 +257,7 @@ def test_api_labels_and_thresholds(
 
 
 def test_compiled_classifier_gives_the_same_scores(
-    detector: SsdMobileNetV2Detector,
+    ported_classifier: ImageNetClassifier,
     reference_photos: dict[str, Image.Image],
     tmp_path: Path,
 ) -> None:
@@ -251,12 +271,12 @@ def test_compiled_classifier_gives_the_same_scores(
     from models.runtimes.device import torch_threads
 
     compiled = SsdMobileNetV2Detector(
-        torch.device("cpu"), model_options(tmp_path, compile=True)
+        torch.device("cpu"), model_options(tmp_path, compile=True, cpu_runtime="torch")
     ).classifier
     compiled.load()
     assert isinstance(compiled.net, torch._dynamo.eval_frame.OptimizedModule)
     assert any((tmp_path / "inductor").iterdir())
-    eager = detector.classifier
+    eager = ported_classifier
     assert not isinstance(eager.net, torch._dynamo.eval_frame.OptimizedModule)
     graphs = counters["stats"]["unique_graphs"]
     threads = torch.get_num_threads()
@@ -290,14 +310,20 @@ def test_without_a_compiler_the_classifier_runs_uncompiled(
     assert "needs a C++ compiler" in caplog.text
 
 
+@pytest.mark.parametrize("runtime", ["litert", "torch"])
 def test_classifier_scores_do_not_depend_on_the_calls_threads(
-    detector: SsdMobileNetV2Detector, reference_photos: dict[str, Image.Image]
+    detector: SsdMobileNetV2Detector,
+    ported_classifier: ImageNetClassifier,
+    reference_photos: dict[str, Image.Image],
+    runtime: str,
 ) -> None:
     """A call given fewer torch threads (beside other calls, server/pipeline/torch_calls.py) scores
-    exactly as one given all of them: the classifier keeps its own count."""
+    exactly as one given all of them: the torch port keeps its own count, LiteRT's int8
+    arithmetic does not depend on it."""
     from models.runtimes.device import torch_threads
 
-    classifier = detector.classifier
+    classifier = detector.classifier if runtime == "litert" else ported_classifier
+    assert classifier.runtime == runtime
     for photo in reference_photos.values():
         pixels = classifier.preprocess(photo.convert("RGB"))[None]
         alone = classifier.predict(pixels)

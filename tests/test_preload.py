@@ -128,6 +128,11 @@ def test_a_preloaded_server_is_ready_as_soon_as_it_listens(tmp_path: Path, worke
     # Said once, by `serve` itself, after a worker (the first to be) had prepared every model.
     ready_lines = [index for index, line in enumerate(lines) if "ready: answering on" in line]
     assert len(ready_lines) == 1
+    # A line of its own, for a script to wait for.
+    assert lines[ready_lines[0]] == f"ready: answering on http://127.0.0.1:{port}/"
+    # A clean start: no page of Alembic's INFO lines, no CUDA warning on a CPU host.
+    assert not [line for line in lines if "INFO alembic" in line], text
+    assert "No CUDA runtime is found" not in text
     first_done = min(i for i, line in enumerate(lines) if f"prepared {len(served)} of" in line)
     assert ready_lines[0] > first_done
     if workers > 1:  # converted once, before the workers, in a process of its own

@@ -14,7 +14,13 @@ import torch
 
 from models.base import Analysis, Part, Recognizer, WeightSource, device_name
 from models.common import package_dir
-from models.detect_faces.mtcnn import FaceDetection, FacesInput, MtcnnFaceDetector, face_object
+from models.detect_faces.mtcnn import (
+    FaceDetection,
+    FacesInput,
+    MtcnnFaceDetector,
+    face_object,
+    mtcnn_runtime,
+)
 from models.images import DecodedImage
 from models.options import ModelOptions
 from models.runtimes.device import tensor_to_device
@@ -211,10 +217,12 @@ class DlibFaceRecognizer(FaceRecognizer):
     def placement(cls, device: torch.device, options: ModelOptions) -> tuple[Part, ...]:
         from models.celebrities.dlib_resnet import descriptor_runtime
 
-        runtime = descriptor_runtime(device, options.celebrities_descriptor_runtime)
-        where = "cpu" if runtime == "dlib" else device_name(device)
+        runtime = descriptor_runtime(
+            device, options.celebrities_descriptor_runtime, options.cpu_runtime
+        )
+        where = "cpu" if runtime in ("dlib", "openvino") else device_name(device)
         return (
-            Part("mtcnn", "torch", device_name(device)),
+            Part("mtcnn", mtcnn_runtime(device, options), device_name(device)),
             Part(cls.name, runtime, where),
         )
 
@@ -229,6 +237,8 @@ class DlibFaceRecognizer(FaceRecognizer):
             self.model_dir,
             self.device,
             self.options.celebrities_descriptor_runtime,
+            self.options.cpu_runtime,
+            self.options.torch_threads,
         )
 
     def describe(self, chips: list[np.ndarray]) -> np.ndarray:
@@ -263,7 +273,7 @@ class FacenetFaceRecognizer(FaceRecognizer):
     @classmethod
     def placement(cls, device: torch.device, options: ModelOptions) -> tuple[Part, ...]:
         return (
-            Part("mtcnn", "torch", device_name(device)),
+            Part("mtcnn", mtcnn_runtime(device, options), device_name(device)),
             Part(cls.name, "torch", device_name(device)),
         )
 

@@ -427,20 +427,24 @@ def convert_dlib_network(path: Path) -> dict[str, Any]:
     return {"state_dict": state}
 
 
-RUNTIMES = ("dlib", "torch")
+RUNTIMES = ("dlib", "torch", "openvino")
 # scripts/bench_dlib_descriptor.py on 2 shared cores, best of rounds, ms per face (CPU time):
 # dlib 90 at every batch size (one thread); the port 12 at batch 1, 8 at batches 4 and 8
-# with one torch thread, 24 / 12 / 18 with two (wall 36 / 6 / 21).
-CPU_DEFAULT_RUNTIME = "torch"
+# with one torch thread, 24 / 12 / 18 with two (wall 36 / 6 / 21). The port on OpenVINO
+# (float32) x1.3-1.65 faster than on torch, descriptors within 1e-6 (docs/performance.md).
+CPU_DEFAULT_RUNTIME = "openvino"
 
 
-def descriptor_runtime(device: torch.device, requested: str | None = None) -> str:
+def descriptor_runtime(
+    device: torch.device, requested: str | None = None, cpu_runtime: str = "auto"
+) -> str:
     """Which runtime computes descriptors: on CUDA always the torch port (dlib's wheel runs on
-    the CPU); on the CPU ``requested`` ("dlib" or "torch"), else the one measured faster."""
+    the CPU); on the CPU ``requested`` ("dlib", "torch" or "openvino"), else the one measured
+    faster (the torch port when IMAGERECOGNIZE_CPU_RUNTIME=torch)."""
     if device.type != "cpu":
         return "torch"
     if requested in (None, "", "auto"):
-        return CPU_DEFAULT_RUNTIME
+        return "torch" if cpu_runtime == "torch" else CPU_DEFAULT_RUNTIME
     if requested not in RUNTIMES:
         raise ValueError(f"unknown descriptor runtime {requested!r}: expected one of {RUNTIMES}")
     return requested
@@ -490,12 +494,50 @@ class TorchDescriptor:
             return self.net(pixels).float().cpu().numpy()
 
 
+class OpenVinoDescriptor:
+    """The torch port converted once more, to OpenVINO IR in the model folder (CPU only)."""
+
+    runtime = "openvino"
+
+    def __init__(self, source: Path, model_dir: Path, threads: int):
+        from models.common import cached_conversion, sha256_of
+        from models.runtimes.openvino import OpenVinoNetwork, cached_ir, convert_torch
+
+        def convert() -> Any:
+            target = Path(model_dir) / CONVERTED_FILE
+            converted = cached_conversion(source, target, convert_dlib_network)
+            net = DlibFaceResNet()
+            net.load_state_dict(converted["state_dict"])
+            example = torch.zeros((1, 3, CHIP_SIZE, CHIP_SIZE))
+            return convert_torch(net.fold_affines().eval(), example, dynamic=[[0]])
+
+        name = "dlib_face_recognition_resnet_model_v1"
+        model = cached_ir(model_dir, name, sha256_of(source), convert)
+        self.network = OpenVinoNetwork(model, threads, threads, model_dir)
+
+    def describe(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """N x 128 float32 descriptors of 150 x 150 RGB chips (dlib.get_face_chip's)."""
+        if not len(chips):
+            return np.zeros((0, DESCRIPTOR_SIZE), dtype=np.float32)
+        pixels = np.ascontiguousarray(np.stack(chips).transpose(0, 3, 1, 2), dtype=np.float32)
+        # The call's share of the cores: that of the torch call it runs in.
+        (descriptors,) = self.network.run(pixels, share=torch.get_num_threads())
+        return descriptors
+
+
 def load_descriptor(
-    source: Path, model_dir: Path, device: torch.device, requested: str | None = None
-) -> DlibDescriptor | TorchDescriptor:
+    source: Path,
+    model_dir: Path,
+    device: torch.device,
+    requested: str | None = None,
+    cpu_runtime: str = "auto",
+    threads: int = 1,
+) -> DlibDescriptor | TorchDescriptor | OpenVinoDescriptor:
     """dlib's descriptor network in the runtime ``descriptor_runtime`` picks."""
-    runtime = descriptor_runtime(device, requested)
-    log.info("dlib face descriptor: %s on %s", runtime, "cpu" if runtime == "dlib" else device)
+    runtime = descriptor_runtime(device, requested, cpu_runtime)
+    log.info("dlib face descriptor: %s on %s", runtime, "cpu" if runtime != "torch" else device)
     if runtime == "dlib":
         return DlibDescriptor(source)
+    if runtime == "openvino":
+        return OpenVinoDescriptor(source, model_dir, threads)
     return TorchDescriptor(source, model_dir, device)

@@ -8,19 +8,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
-from models.base import Analysis, Recognizer
+from models.base import Analysis, Part, Recognizer, device_name
 from models.images import DecodedImage
 from models.objects.detections import MIN_SCORE, DetectorOutput, merge_labels
-from models.objects.imagenet import ImageNetClassifier
+from models.objects.imagenet import ImageNetClassifier, classifier_runtime
 from models.options import ModelOptions
+from models.runtimes.device import cpu_network_runtime
 
 
 @dataclass(frozen=True)
 class ObjectsInput:
     detector: torch.Tensor
-    classifier: torch.Tensor
+    classifier: torch.Tensor | np.ndarray  # ImageNetClassifier.preprocess's, per runtime
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,21 @@ class ClassifiedDetector(Recognizer):
 
     type: ClassVar[str] = "objects"
     concurrent_calls: ClassVar[bool] = True  # the detectors' and classifier's modules keep no state
+    # The detector's runtime on the CPU (the classifier's: models/objects/imagenet.py)
+    detector_cpu_runtime: ClassVar[str] = "torch"
+
+    @classmethod
+    def placement(cls, device: torch.device, options: ModelOptions) -> tuple[Part, ...]:
+        detector = cpu_network_runtime(device, options.cpu_runtime, cls.detector_cpu_runtime)
+        classifier = classifier_runtime(device, options.cpu_runtime)
+        where = device_name(device)
+        return (Part("detector", detector, where), Part("classifier", classifier, where))
 
     def __init__(self, device: torch.device, options: ModelOptions):
         super().__init__(device, options)
         self.model_dir = options.model_dir
         self.classifier = ImageNetClassifier(
-            device, self.model_dir, options.torch_threads, options.compile
+            device, self.model_dir, options.torch_threads, options.compile, options.cpu_runtime
         )
 
     @abstractmethod
@@ -58,6 +69,7 @@ class ClassifiedDetector(Recognizer):
 
     def unload(self) -> None:
         self.classifier.net = None
+        self.classifier.litert = None
         super().unload()
 
     def preprocess(self, image: DecodedImage) -> ObjectsInput:
@@ -65,7 +77,7 @@ class ClassifiedDetector(Recognizer):
 
     def predict(self, batch: Sequence[ObjectsInput]) -> list[ObjectsOutput]:
         detections = self.detect([item.detector for item in batch])
-        classes = self.classifier.predict(torch.stack([item.classifier for item in batch]))
+        classes = self.classifier.predict([item.classifier for item in batch])
         return [ObjectsOutput(d, c) for d, c in zip(detections, classes, strict=True)]
 
     def postprocess(

@@ -69,3 +69,12 @@ def tensor_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor
     if device.type != "cuda" or tensor.device.type == "cuda":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def cpu_network_runtime(device: torch.device, requested: str, cpu_default: str) -> str:
+    """The runtime of a network defined in torch: torch on CUDA (the one CUDA stack); on the
+    CPU ``cpu_default`` (the runtime measured fastest there with the same answers), unless the
+    operator asked for torch (IMAGERECOGNIZE_CPU_RUNTIME=torch)."""
+    if device.type != "cpu" or requested == "torch":
+        return "torch"
+    return cpu_default

@@ -30,6 +30,7 @@ PORTS_FOLDER = "onnx_ports"
 class Runtime(StrEnum):
     AUTO = "auto"  # the port on CUDA, the model's measured CPU default on CPU
     ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"  # the ONNX file read by OpenVINO, float32 (models/runtimes/openvino.py)
     TORCH = "torch"
 
 
@@ -43,9 +44,9 @@ def choose_runtime(device: torch.device, requested: str | None, cpu_default: Run
 
 
 def network_part(network: str, runtime: Runtime, device: torch.device) -> Part:
-    """Where a network runs: ONNX Runtime only ever runs here on the CPU (on CUDA,
-    :func:`choose_runtime` picks the port)."""
-    if runtime == Runtime.ONNXRUNTIME:
+    """Where a network runs: ONNX Runtime and OpenVINO only ever run here on the CPU (on
+    CUDA, :func:`choose_runtime` picks the port)."""
+    if runtime in (Runtime.ONNXRUNTIME, Runtime.OPENVINO):
         return Part(network, runtime.value, "cpu")
     return Part(network, runtime.value, device_name(device))
 
@@ -143,6 +144,18 @@ class OrtNetwork:
         return self.session.run({self._input_name: batch})[0]
 
 
+class OpenVinoOnnxNetwork:
+    runtime = Runtime.OPENVINO
+
+    def __init__(self, source: Path, threads: int, instances: int, model_dir: Path):
+        from models.runtimes.openvino import OpenVinoNetwork
+
+        self.network = OpenVinoNetwork(source, threads, instances, model_dir)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.network.run(batch)[0]
+
+
 class TorchNetwork:
     runtime = Runtime.TORCH
 
@@ -170,4 +183,6 @@ def load_network(
     """The network of ``source`` on ``runtime`` (as :func:`choose_runtime` decided)."""
     if runtime == Runtime.TORCH:
         return TorchNetwork(cached_port(source, port_path(model_dir, source)), device)
+    if runtime == Runtime.OPENVINO:
+        return OpenVinoOnnxNetwork(source, threads, instances, model_dir)
     return OrtNetwork(source, device, threads, instances)

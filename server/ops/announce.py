@@ -43,9 +43,14 @@ def bind_problem(host: str, port: int) -> str | None:
     return None
 
 
+READY_LINE = "ready: answering on {url}/"
+
+
 class ReadyAnnouncer:
-    """A daemon thread that waits until the server listens, then logs one line: "ready" (its
-    /readyz answers 200), listening with lazy models, or listening but not ready and why."""
+    """A daemon thread that waits until the server listens, then says so once: when its
+    /readyz answers 200, the line ``ready: answering on URL/`` alone on standard output (for a
+    script to wait for; the log, on standard error, says the same in other words); else a log
+    line: listening with lazy models, or listening but not ready and why."""
 
     def __init__(self, host: str, port: int, preload: bool, started: float):
         self.base = base_url(host, port)
@@ -86,7 +91,8 @@ class ReadyAnnouncer:
     def _announce(self, status: int, body: dict) -> None:
         after = time.monotonic() - self.started
         if status == 200:
-            log.info("ready: answering on %s/ (%.1f s after start)", self.base, after)
+            log.info("answering on %s/, every model prepared, %.1f s after start", self.base, after)
+            print(READY_LINE.format(url=self.base), flush=True)
         elif not self.preload:
             log.info(
                 "listening on %s/ (%.1f s after start); models load on first use "

@@ -50,5 +50,8 @@ def logging_config(log_format: str, level: str = "INFO") -> dict[str, Any]:
             "uvicorn": {"handlers": [], "level": level, "propagate": True},
             "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": True},
+            # Alembic's INFO lines (a page of plugin set-up and each migration) at every start:
+            # only its warnings.
+            "alembic": {"handlers": [], "level": "WARNING", "propagate": True},
         },
     }
