@@ -3,13 +3,15 @@ files, the API's box and confidence shapes, and TensorFlow's "SAME" convolution.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -67,28 +69,42 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def conversion_lock(target: Path) -> Iterator[None]:
+    """Holds ``target``'s conversion to one process at a time (an advisory lock file beside
+    it): servers started together on one model folder convert once, and the others read what
+    it wrote, never a file being written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f"{target.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def cached_conversion(
     source: Path, target: Path, convert: Callable[[Path], dict[str, Any]]
 ) -> dict[str, Any]:
     """``convert(source)``, kept in ``target`` and reused while the source file's sha256 is
     the one it was converted from."""
     source_hash = sha256_of(source)
-    if target.is_file():
-        saved = torch.load(target, map_location="cpu", weights_only=True)
-        if saved.get("source_sha256") == source_hash:
-            return saved
-        log.info("%s was converted from another file: converting again", target)
-    started = time.perf_counter()
-    converted = dict(convert(source), source_sha256=source_hash)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".tmp")
-    torch.save(converted, partial)
-    partial.replace(target)  # atomic: a concurrent start never reads half a file
-    log.info(
-        "converted %s into %s in %.1f s (once: later loads read it)",
-        source.name, target, time.perf_counter() - started,
-    )
-    return converted
+    with conversion_lock(target):
+        if target.is_file():
+            saved = torch.load(target, map_location="cpu", weights_only=True)
+            if saved.get("source_sha256") == source_hash:
+                return saved
+            log.info("%s was converted from another file: converting again", target)
+        started = time.perf_counter()
+        converted = dict(convert(source), source_sha256=source_hash)
+        partial = target.with_suffix(".tmp")
+        torch.save(converted, partial)
+        partial.replace(target)  # atomic: a reader without the lock never sees half a file
+        log.info(
+            "converted %s into %s in %.1f s (once: later loads read it)",
+            source.name, target, time.perf_counter() - started,
+        )
+        return converted
 
 
 class SameConv(nn.Conv2d):

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from models.common import conversion_lock
+
 log = logging.getLogger(__name__)
 
 IR_FOLDER = "openvino"
@@ -68,7 +70,14 @@ class _Compiled:
 
     def __init__(self, model: Any, threads: int, streams: int, model_dir: Path | None):
         config = cpu_config(threads, streams, model_dir)
-        self.compiled = core().compile_model(model, "CPU", config)
+        if model_dir is None:
+            self.compiled = core().compile_model(model, "CPU", config)
+        else:
+            # OpenVINO maps its cached blobs: a blob another process is writing at that moment
+            # kills the reader with SIGBUS (servers started together on one model folder). One
+            # compile at a time writes or reads the cache.
+            with conversion_lock(Path(config["CACHE_DIR"])):
+                self.compiled = core().compile_model(model, "CPU", config)
         self._free: list[Any] = []
         self._lock = threading.Lock()
 
@@ -148,28 +157,29 @@ def cached_ir(
 
     xml, weights, note = ir_paths(model_dir, name)
     expected = {"source": source_key, "openvino": openvino_version()}
-    if xml.is_file() and weights.is_file() and note.is_file():
-        try:
-            if json.loads(note.read_text()) == expected:
-                return core().read_model(str(xml))
-        except (OSError, ValueError, RuntimeError) as exc:
-            log.info("%s could not be read (%s): converting again", xml, exc)
-        else:
-            log.info("%s was converted from another file or OpenVINO: converting again", xml)
-    started = time.perf_counter()
-    model = make()
-    xml.parent.mkdir(parents=True, exist_ok=True)
-    note.unlink(missing_ok=True)  # no note: a half-written IR is never taken for a whole one
-    partial = xml.with_name(f"{name}.tmp.xml")
-    ov.save_model(model, str(partial), compress_to_fp16=False)
-    partial.with_suffix(".bin").replace(weights)
-    partial.replace(xml)
-    note.write_text(json.dumps(expected))
-    log.info(
-        "converted %s into %s in %.1f s (once: later loads read it)",
-        name, xml, time.perf_counter() - started,
-    )
-    return core().read_model(str(xml))
+    # One process converts; servers started together on this folder then read its IR.
+    with conversion_lock(xml):
+        if xml.is_file() and weights.is_file() and note.is_file():
+            try:
+                if json.loads(note.read_text()) == expected:
+                    return core().read_model(str(xml))
+            except (OSError, ValueError, RuntimeError) as exc:
+                log.info("%s could not be read (%s): converting again", xml, exc)
+            else:
+                log.info("%s was converted from another file or OpenVINO: converting again", xml)
+        started = time.perf_counter()
+        model = make()
+        note.unlink(missing_ok=True)  # no note: a half-written IR is never taken for a whole one
+        partial = xml.with_name(f"{name}.tmp.xml")
+        ov.save_model(model, str(partial), compress_to_fp16=False)
+        partial.with_suffix(".bin").replace(weights)
+        partial.replace(xml)
+        note.write_text(json.dumps(expected))
+        log.info(
+            "converted %s into %s in %.1f s (once: later loads read it)",
+            name, xml, time.perf_counter() - started,
+        )
+        return core().read_model(str(xml))
 
 
 def convert_torch(
