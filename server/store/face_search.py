@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.store.db import Collection, FaceDescriptor, GalleryFace, Person
-from server.store.gallery import DEFAULT_COLLECTION, FaceRecord, Gallery
+from server.store.gallery import DEFAULT_COLLECTION, FaceRecord, Gallery, face_record
 
 
 @dataclass(frozen=True)
@@ -65,19 +65,7 @@ class FaceSearch:
                 .where(FaceDescriptor.model == model, Collection.name == collection)
                 .order_by(GalleryFace.id)
             ).all()
-            faces = [
-                FaceRecord(
-                    id=face.public_id,
-                    person=person,
-                    source=face.source,
-                    created_at=face.created_at,
-                    image_id=face.image_id,
-                    external_image_id=face.external_image_id,
-                    box=_box(face),
-                    confidence=face.confidence,
-                )
-                for face, person, _ in rows
-            ]
+            faces = [face_record(face, person) for face, person, _ in rows]
             vectors = (
                 np.stack([np.frombuffer(v, dtype="<f4") for _, _, v in rows]).astype(np.float32)
                 if rows
@@ -87,9 +75,3 @@ class FaceSearch:
             self._cache[(collection, model)] = built
         return built
 
-
-def _box(face: GalleryFace) -> tuple[float, float, float, float] | None:
-    parts = (face.box_left, face.box_top, face.box_width, face.box_height)
-    if any(part is None for part in parts):
-        return None
-    return tuple(float(part) for part in parts)  # type: ignore[return-value]

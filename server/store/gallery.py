@@ -300,6 +300,20 @@ def _box(face: GalleryFace) -> Box | None:
     return None if any(part is None for part in parts) else tuple(parts)  # type: ignore[return-value]
 
 
+def face_record(face: GalleryFace, person: str) -> FaceRecord:
+    """What the store keeps of one enrolled face, as the layers above see it."""
+    return FaceRecord(
+        id=face.public_id,
+        person=person,
+        source=face.source,
+        created_at=face.created_at,
+        image_id=face.image_id,
+        external_image_id=face.external_image_id,
+        box=_box(face),
+        confidence=face.confidence,
+    )
+
+
 def _where(collection: str) -> dict[str, str]:
     """What an audit entry adds to say which collection; nothing for the default one, so
     that its entries read as before collections."""
@@ -762,19 +776,7 @@ class Gallery:
             rows = session.execute(
                 which.order_by(GalleryFace.id).offset(offset).limit(limit)
             ).all()
-            records = [
-                FaceRecord(
-                    id=face.public_id,
-                    person=person,
-                    source=face.source,
-                    created_at=face.created_at,
-                    image_id=face.image_id,
-                    external_image_id=face.external_image_id,
-                    box=_box(face),
-                    confidence=face.confidence,
-                )
-                for face, person in rows
-            ]
+            records = [face_record(face, person) for face, person in rows]
         return records, int(total)
 
     def face_descriptor(
