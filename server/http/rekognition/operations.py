@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from server.catalog import DETECT_FACES, DETECT_TEXT, FACES_TYPE, MAX_INT, NSFW, OBJECTS
 from server.errors import ApiError, ErrorKind
 from server.http.observability import GALLERY_TYPE as GALLERY
@@ -103,7 +105,7 @@ class Call:
     async def image(self, name: str = "Image") -> bytes:
         """The image's bytes, at most 5 MiB (the API's limit) and at most the operator's
         IMAGERECOGNIZE_MAX_UPLOAD_BYTES."""
-        given = self.members.image(name)
+        given = await run_in_threadpool(self.members.image, name)  # base64 of up to 5 MiB
         limit = min(MAX_IMAGE_BYTES, self.service.settings.max_upload_bytes)
         if given.data is not None:
             if len(given.data) > limit:
