@@ -231,3 +231,47 @@ def test_openvino_conversion_is_kept_and_made_again_when_the_source_changes(
     assert len(conversions) == 2
     # Weights in float32: OpenVINO's save_model would otherwise compress them to fp16.
     assert weights.stat().st_size >= (3 * 2 + 2) * 4
+
+
+# Eight first calls at once, in a fresh process: the race is on the process' first numpy array
+# to cross into OpenVINO. Once the bridge is prepared, none may hang. Without it, about one
+# process in two never finishes under these conditions (our modules, so torch, imported first;
+# a network compiled by a core that is then dropped); in a live server, rarely, a hung request
+# held a database row lock and the other server's requests waited on it.
+FIRST_CALLS_AT_ONCE = """
+import threading
+from models.runtimes.openvino import prepare_numpy_bridge
+import numpy as np
+from openvino import Core, Model, opset13
+
+prepare_numpy_bridge()  # as our core() does first
+source = opset13.parameter([1, 8], np.float32)
+compiled = Core().compile_model(Model([opset13.relu(source)], [source]), "CPU", {"NUM_STREAMS": 4})
+requests = [compiled.create_infer_request() for _ in range(8)]
+start = threading.Barrier(8)
+answers = []
+
+def first_call(request):
+    start.wait()
+    request.infer({0: np.full((1, 8), -1.0, np.float32)})
+    answers.append(request.get_output_tensor(0).data.copy())
+
+callers = [threading.Thread(target=first_call, args=(request,)) for request in requests]
+for caller in callers:
+    caller.start()
+for caller in callers:
+    caller.join()
+assert len(answers) == 8 and all((answer == 0).all() for answer in answers)
+"""
+
+
+@pytest.mark.parametrize("attempt", range(6))
+def test_first_openvino_calls_from_several_threads_all_finish(attempt: int) -> None:
+    import subprocess
+    import sys
+
+    finished = subprocess.run(
+        [sys.executable, "-c", FIRST_CALLS_AT_ONCE],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr

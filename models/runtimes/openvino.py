@@ -40,10 +40,30 @@ IR_FOLDER = "openvino"
 CACHE_FOLDER = "cache"  # inside IR_FOLDER
 
 
+_bridge_lock = threading.Lock()
+
+
+@cache
+def _numpy_bridge() -> None:
+    import openvino as ov
+
+    ov.Tensor(np.zeros(1, np.float32)).data  # noqa: B018
+
+
+def prepare_numpy_bridge() -> None:
+    """Makes pybind11's numpy bridge in OpenVINO, once per process. It is otherwise made when
+    the first array crosses it (a request's ``tensor.data``), and two threads making that
+    first crossing together deadlock: one waits for the GIL inside a C++ static's
+    initialisation, the other holds the GIL and waits for that static."""
+    with _bridge_lock:
+        _numpy_bridge()
+
+
 @cache
 def core() -> Any:
     import openvino as ov
 
+    prepare_numpy_bridge()  # before any network exists, so before any call
     return ov.Core()
 
 
