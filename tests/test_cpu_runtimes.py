@@ -161,6 +161,36 @@ def test_faces_on_openvino_answer_as_torch(
     assert found >= 4
 
 
+def test_planar_float_keeps_every_value() -> None:
+    from models.detect_faces.mtcnn import planar_float
+
+    pixels = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8)
+    planar = planar_float(pixels)
+    assert planar.dtype == torch.float32 and torch.equal(planar, pixels.float())
+    # Stored channel by channel: facenet-pytorch's permute to channels first is contiguous.
+    assert planar.permute(0, 3, 1, 2).is_contiguous()
+
+
+@pytest.mark.slow
+def test_faces_on_planar_channels_are_the_same_bits(
+    model_dir: Path, reference_photos: dict[str, Image.Image], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MTCNN on OpenVINO with its input planar (faster) and as it comes (interleaved)."""
+    import models.detect_faces.mtcnn as mtcnn
+
+    detector = loaded(MtcnnFaceDetector, model_dir, "auto")
+    items = [item_of(detector, photo, "JPEG") for photo in reference_photos.values()]
+    planar = [detector.predict([item])[0] for item in items]
+    monkeypatch.setattr(mtcnn, "planar_float", lambda pixels: pixels)
+    interleaved = [detector.predict([item])[0] for item in items]
+    assert sum(len(faces) for faces in planar) >= 2
+    for ours, theirs in zip(planar, interleaved, strict=True):
+        assert len(ours) == len(theirs)
+        for a, b in zip(ours, theirs, strict=True):
+            assert np.array_equal(a.box, b.box) and np.array_equal(a.landmarks, b.landmarks)
+            assert a.probability == b.probability
+
+
 @pytest.mark.slow
 def test_descriptors_on_openvino_equal_the_torch_port(
     model_dir: Path, astronaut: Image.Image, grace_hopper: Image.Image
