@@ -33,10 +33,11 @@ def _npm_installed() -> Path:
     lock = PROJECT / "package-lock.json"
     stamp = node_modules / ".package-lock.json"
     if not stamp.is_file() or stamp.stat().st_mtime < lock.stat().st_mtime:
-        subprocess.run(
+        installed = subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
-            cwd=PROJECT, check=True, timeout=600, capture_output=True,
+            cwd=PROJECT, timeout=600, capture_output=True, text=True,
         )  # fmt: skip
+        assert installed.returncode == 0, f"npm ci failed: {installed.stderr}"
     return node_modules
 
 
