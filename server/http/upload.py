@@ -7,6 +7,7 @@ declared Content-Length is already too large.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from python_multipart import MultipartParser
@@ -180,3 +181,17 @@ async def read_upload(
 
     # Any other body is not a form: only the query string counts.
     return query
+
+
+async def whole_body(request: Request, limit: int, too_large: Callable[[], Exception]) -> bytes:
+    """A body that is not a form, whole, never read past ``limit`` bytes: ``too_large()`` is
+    raised as soon as its declared length or the bytes received pass it."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large()
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise too_large()
+    return bytes(body)

@@ -27,6 +27,7 @@ from server.http.upload import (
     MAX_FIELD_BYTES,
     UploadTooLargeError,
     read_upload,
+    whole_body,
 )
 from server.service.application import KeyRecord
 from server.settings import Settings
@@ -122,16 +123,9 @@ def _is_json(request: Request) -> bool:
 
 
 async def json_body(request: Request, limit: int, expected: type = dict) -> Any:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(ErrorKind.IMAGE_TOO_LARGE)
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise ApiError(ErrorKind.IMAGE_TOO_LARGE)
+    body = await whole_body(request, limit, lambda: ApiError(ErrorKind.IMAGE_TOO_LARGE))
     try:
-        parsed = await run_in_threadpool(json.loads, bytes(body))
+        parsed = await run_in_threadpool(json.loads, body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         # RecursionError: nested deeper than the parser goes (thousands of levels).
         raise CompreFaceError(400, INVALID_VALUE, "the body is not valid JSON") from None

@@ -32,6 +32,7 @@ from server.http.google.errors import (
 from server.http.google.service_accounts import registered
 from server.http.respond import NO_SNIFF_NO_STORE, answered_error, dialect_route, request_id
 from server.http.state import Service, State
+from server.http.upload import whole_body
 from server.service.application import ApplicationService, KeyRecord
 
 API_KEY_HEADER = "x-goog-api-key"
@@ -74,19 +75,15 @@ async def api_key(request: Request, service: Service) -> KeyRecord:
 
 
 async def _json_body(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length", "")
-    too_large = GoogleError(
-        "INVALID_ARGUMENT", f"Request payload size exceeds the limit: {limit} bytes."
+    body = await whole_body(
+        request,
+        limit,
+        lambda: GoogleError(
+            "INVALID_ARGUMENT", f"Request payload size exceeds the limit: {limit} bytes."
+        ),
     )
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise too_large
     try:
-        return await run_in_threadpool(json.loads, bytes(body))
+        return await run_in_threadpool(json.loads, body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise GoogleError(
             "INVALID_ARGUMENT", "Invalid JSON payload received: the body is not JSON."

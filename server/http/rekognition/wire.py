@@ -22,6 +22,7 @@ from server.http.rekognition.errors import (
     AwsError,
     invalid_parameter,
 )
+from server.http.upload import whole_body
 
 TARGET_HEADER = "x-amz-target"
 TARGET_PREFIX = "RekognitionService."
@@ -49,16 +50,11 @@ def operation_of(request: Request) -> str | None:
 
 async def read_body(request: Request) -> bytes:
     """The whole body, never past MAX_BODY_BYTES (ImageTooLargeException beyond it)."""
-    too_large = AwsError(IMAGE_TOO_LARGE, "Request body is too large for the image limit")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > MAX_BODY_BYTES:
-            raise too_large
-    return bytes(body)
+    return await whole_body(
+        request,
+        MAX_BODY_BYTES,
+        lambda: AwsError(IMAGE_TOO_LARGE, "Request body is too large for the image limit"),
+    )
 
 
 def parse_input(body: bytes) -> dict[str, Any]:
